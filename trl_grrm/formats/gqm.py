@@ -244,3 +244,46 @@ def parse_gqm_output(text: str, expected_ids: Sequence[str]) -> GQMJudgment:
         agrees = ranking is not None and ranking_agrees_with_scores(ranking, scores)
     analysis = "\n".join(text.splitlines()[:analysis_end]).strip()
     return GQMJudgment(scores=scores, ranking=ranking, ranking_agrees=agrees, analysis=analysis)
+
+
+@dataclass(frozen=True)
+class GQMPrompt:
+    """The parts of a judge prompt built by :func:`build_gqm_prompt`."""
+
+    source_language: str
+    target_language: str
+    source_text: str
+    candidates: list[str]
+
+
+_PROMPT_HEAD_RE = re.compile(
+    r"^Given a source text in (?P<src>.+?) and multiple translation candidates in (?P<trg>.+?)\. "
+    r".*?\n\nSource text:\n(?P<fence>`{3,})\n(?P<source>.*?)\n(?P=fence)\n\n",
+    re.S,
+)
+_PROMPT_CANDIDATE_RE = re.compile(r"Translation (?P<id>[A-Z]):\n(?P<fence>`{3,})\n(?P<text>.*?)\n(?P=fence)\n", re.S)
+
+
+def parse_gqm_prompt(prompt: str) -> GQMPrompt:
+    """Recover languages, source and candidates from a judge prompt (the inverse of :func:`build_gqm_prompt`).
+
+    Example:
+        >>> parse_gqm_prompt(build_gqm_prompt("Hi.", ["Salut.", "Bonjour."], "en", "fr")).candidates
+        ['Salut.', 'Bonjour.']
+    """
+    head = _PROMPT_HEAD_RE.match(prompt)
+    if not head:
+        raise ValueError("not a GQM judge prompt")
+    candidates = []
+    position = head.end()
+    for expected in CANDIDATE_IDS:
+        match = _PROMPT_CANDIDATE_RE.match(prompt, position)
+        if not match:
+            break
+        if match["id"] != expected:
+            raise ValueError(f"candidate {match['id']} where {expected} was expected")
+        candidates.append(match["text"])
+        position = match.end()
+    if position != len(prompt) or len(candidates) < 2:
+        raise ValueError("malformed candidate blocks in GQM judge prompt")
+    return GQMPrompt(head["src"], head["trg"], head["source"], candidates)

@@ -1,0 +1,97 @@
+"""Plain transformers ``generate`` judge engine: slow, but needs nothing beyond transformers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import JudgeEngine, JudgeOutput, Messages, SamplingSettings
+
+
+class TransformersEngine(JudgeEngine):
+    """Run the judge with ``AutoModelForCausalLM.generate`` in batches (left padding).
+
+    Meant for small judges, tests and machines without vLLM.
+
+    Example:
+        >>> engine = TransformersEngine("path/to/small-judge", batch_size=8)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_prompt_tokens: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.model_name = model
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        self._model_kwargs = model_kwargs or {}
+        self._model = None
+        self._tokenizer = None
+
+    def _ensure_started(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_name, padding_side="left")
+        if self._tokenizer.pad_token is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._model = AutoModelForCausalLM.from_pretrained(self.model_name, dtype=self.dtype, **self._model_kwargs)
+        self._model.to(device).eval()
+        if self.max_prompt_tokens is None:
+            self.max_prompt_tokens = getattr(self._model.config, "max_position_embeddings", None)
+
+    def _render(self, prompts: list[Messages]) -> list[str]:
+        return [self._tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
+
+    def count_prompt_tokens(self, prompts: list[Messages]) -> list[int]:
+        self._ensure_started()
+        return [len(self._tokenizer(text, add_special_tokens=False)["input_ids"]) for text in self._render(prompts)]
+
+    def generate(self, prompts: list[Messages], sampling: SamplingSettings) -> list[JudgeOutput]:
+        import torch
+
+        self._ensure_started()
+        texts = self._render(prompts)
+        outputs: list[JudgeOutput] = []
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start : start + self.batch_size]
+            encoded = self._tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = encoded.to(self._model.device)
+            sample = sampling.temperature > 0
+            with torch.inference_mode():
+                generated = self._model.generate(
+                    **encoded,
+                    max_new_tokens=sampling.max_tokens,
+                    do_sample=sample,
+                    temperature=sampling.temperature if sample else None,
+                    top_p=sampling.top_p if sample else None,
+                    top_k=None,
+                    pad_token_id=self._tokenizer.pad_token_id,
+                )
+            prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+            new_tokens = generated[:, encoded["input_ids"].shape[1] :]
+            for row, prompt_length in zip(new_tokens, prompt_lengths):
+                # Everything after the first end-of-sequence token is padding.
+                ids = row.tolist()
+                eos_ids = self._model.generation_config.eos_token_id
+                eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
+                end = next((i + 1 for i, token in enumerate(ids) if token in eos_ids), len(ids))
+                outputs.append(
+                    JudgeOutput(
+                        text=self._tokenizer.decode(ids[:end], skip_special_tokens=True),
+                        prompt_tokens=int(prompt_length),
+                        completion_tokens=end,
+                    )
+                )
+        return outputs

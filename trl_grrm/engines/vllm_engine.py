@@ -1,0 +1,108 @@
+"""In-process vLLM judge engine: one batched ``generate`` per call, prefix caching on."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .base import JudgeEngine, JudgeOutput, Messages, SamplingSettings
+
+logger = logging.getLogger(__name__)
+
+# Answers shorter than this cannot hold an analysis, a ranking and scores, so such prompts count as too long.
+MIN_ANSWER_TOKENS = 16
+
+
+class VLLMEngine(JudgeEngine):
+    """Run the judge with ``vllm.LLM`` inside this process.
+
+    The engine starts on first use. It renders chat prompts with the judge tokenizer's own chat template and sends
+    token ids, so prompt lengths are known exactly and over-long prompts are rejected before generation.
+
+    Example:
+        >>> engine = VLLMEngine("double7/Qwen2.5-7B-GRRM", gpu_memory_utilization=0.3)  # doctest: +SKIP
+        >>> engine.generate([[{"role": "user", "content": prompt}]], SamplingSettings())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        enforce_eager: bool = False,
+        seed: int = 0,
+        llm_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self._llm_kwargs = dict(
+            model=model,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            enable_prefix_caching=True,
+            **(llm_kwargs or {}),
+        )
+        self._llm = None
+        self._tokenizer = None
+
+    def _ensure_started(self) -> None:
+        if self._llm is not None:
+            return
+        from vllm import LLM
+
+        logger.info("Starting in-process vLLM judge engine for %s", self.model)
+        self._llm = LLM(**self._llm_kwargs)
+        self._tokenizer = self._llm.get_tokenizer()
+        self.max_prompt_tokens = self._llm.llm_engine.model_config.max_model_len - MIN_ANSWER_TOKENS
+
+    def _render(self, prompts: list[Messages]) -> list[list[int]]:
+        texts = [self._tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
+        # The template already wrote every special token the model was trained with.
+        return [self._tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+    def count_prompt_tokens(self, prompts: list[Messages]) -> list[int]:
+        self._ensure_started()
+        return [len(ids) for ids in self._render(prompts)]
+
+    def generate(self, prompts: list[Messages], sampling: SamplingSettings) -> list[JudgeOutput]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self._ensure_started()
+        max_model_len = self.max_prompt_tokens + MIN_ANSWER_TOKENS
+        outputs: list[JudgeOutput | None] = [None] * len(prompts)
+        batch, params, positions = [], [], []
+        for index, ids in enumerate(self._render(prompts)):
+            if len(ids) > self.max_prompt_tokens:
+                outputs[index] = JudgeOutput(
+                    text=None, prompt_tokens=len(ids), error="prompt_too_long",
+                    detail=f"{len(ids)} prompt tokens > {self.max_prompt_tokens} usable of max_model_len {max_model_len}",
+                )
+                continue
+            batch.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(
+                SamplingParams(
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=min(sampling.max_tokens, max_model_len - len(ids)),
+                    seed=None if sampling.seed is None else sampling.seed + index,
+                )
+            )
+            positions.append(index)
+        if batch:
+            for index, result in zip(positions, self._llm.generate(batch, params, use_tqdm=False)):
+                completion = result.outputs[0]
+                outputs[index] = JudgeOutput(
+                    text=completion.text,
+                    prompt_tokens=len(result.prompt_token_ids),
+                    completion_tokens=len(completion.token_ids),
+                )
+        return outputs  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._llm = None

@@ -1,0 +1,563 @@
+"""GroupRelativeRewardFunction: judge each GRPO completion group jointly with a GRRM judge, inside plain TRL."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+import os
+import random
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .. import distributed
+from ..engines import JudgeEngine, JudgeOutput, OpenAIEngine, SamplingSettings, TransformersEngine, VLLMEngine
+from ..formats.gqm import CANDIDATE_IDS, GQMJudgment, GQMParseError, build_gqm_prompt, parse_gqm_output
+from ..formats.mt import completion_text, get_extractor
+from ..ranking import tie_rate
+from .penalties import soft_overlong_penalty
+
+logger = logging.getLogger(__name__)
+
+# Why a group got no judge scores. Each has its own counter in the logs.
+UNJUDGED_REASONS = ("too_few_distinct", "prompt_too_long", "parse_failed", "judge_unavailable")
+
+
+@dataclass
+class GroupRelativeRewardConfig:
+    """Every knob of :class:`GroupRelativeRewardFunction`. ``GroupRelativeRewardConfig.grrm_paper()`` gives the
+    settings of the GRRM paper's MT GRPO runs.
+
+    Reward of a completion whose group was judged: ``score * score_scale - soft_overlong_penalty(tokens)``.
+    A completion with no extractable translation gets ``invalid_completion_reward``; the valid completions of a
+    group that could not be judged get ``unjudged_reward``. Either may be ``None``: TRL then treats the completion as
+    unscored (NaN reward, zero advantage).
+    """
+
+    judge_model: str = field(metadata={"help": "Judge model: a hub id or local path (vllm/transformers), or the served model name (openai)."})
+    backend: Literal["vllm", "openai", "transformers"] = field(default="vllm", metadata={"help": "Judge engine."})
+
+    # openai backend
+    base_url: str | list[str] | None = field(default=None, metadata={"help": "OpenAI-compatible base URL(s), e.g. http://host:8000/v1; requests are spread over several."})
+    api_key_env: str = field(default="JUDGE_API_KEY", metadata={"help": "Environment variable holding the API key (never logged). Unset: 'EMPTY'."})
+    max_concurrency: int = field(default=64, metadata={"help": "Concurrent requests per process."})
+    request_timeout: float = field(default=600.0, metadata={"help": "Seconds per request."})
+    max_request_retries: int = field(default=3, metadata={"help": "Retries (exponential backoff, next URL) for failed requests."})
+    judge_tokenizer: str | None = field(default=None, metadata={"help": "Local tokenizer for counting judge prompt tokens with the openai backend. Default: none for openai (the server's own 400 on long prompts is used), judge_model otherwise."})
+
+    # vllm backend
+    vllm_tensor_parallel_size: int = 1
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_max_model_len: int | None = None
+    vllm_dtype: str = "auto"
+    vllm_enforce_eager: bool = False
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra vllm.LLM arguments."})
+
+    # transformers backend
+    transformers_batch_size: int = 8
+    transformers_device: str | None = None
+
+    # judge sampling
+    temperature: float = field(default=0.0, metadata={"help": "Judge temperature for the first attempt (0 = greedy)."})
+    top_p: float = 1.0
+    max_judge_tokens: int = field(default=4096, metadata={"help": "Max tokens of a judge answer."})
+    max_judge_prompt_tokens: int | None = field(default=None, metadata={"help": "Groups whose judge prompt is longer get the fallback. None: the engine's own limit."})
+    max_parse_retries: int = field(default=2, metadata={"help": "Re-asks for judge answers that do not parse."})
+    retry_temperature: float = field(default=1.0, metadata={"help": "Temperature of those re-asks."})
+    seed: int | None = 0
+
+    # rewards
+    score_scale: float = field(default=0.1, metadata={"help": "Reward per judge score point (scores are 0-10)."})
+    invalid_completion_reward: float | None = field(default=0.0, metadata={"help": "Reward for a completion with no extractable translation (None: unscored)."})
+    unjudged_reward: float | None = field(default=None, metadata={"help": "Reward for valid completions of a group that could not be judged (None: unscored)."})
+    overlong_max_tokens: int | None = field(default=None, metadata={"help": "Soft overlong penalty: full penalty at this completion length (None: off)."})
+    overlong_buffer_tokens: int = field(default=0, metadata={"help": "Soft overlong penalty ramps up over this many tokens before overlong_max_tokens."})
+    overlong_penalty: float = field(default=0.0, metadata={"help": "Largest overlong penalty subtracted from the reward."})
+
+    # inputs
+    extractor: str = field(default="codeblock", metadata={"help": "How to pull the translation out of a completion: codeblock, codeblock_strict, last_line or full."})
+    source_column: str = "src_text"
+    source_language_column: str = "src_lang"
+    target_language_column: str = "trg_lang"
+    language_names: dict[str, str] = field(default_factory=dict, metadata={"help": "Extra language code -> English name entries."})
+    shuffle_candidates: bool = field(default=False, metadata={"help": "Present candidates to the judge in a seeded random order (position-bias control)."})
+
+    # grouping and distribution
+    num_generations: int | None = field(default=None, metadata={"help": "Group size. None: read from the GRPOTrainer calling the function (num_generations / num_generations_eval)."})
+    judge_on: Literal["all_processes", "main_process"] = field(default="all_processes", metadata={"help": "Spread groups over all processes' engines, or judge everything on rank 0."})
+
+    # failure policy and logging
+    ranking_mismatch: Literal["count", "fail"] = field(default="count", metadata={"help": "A ranking line that disagrees with the scores: only counted, or treated as a parse failure."})
+    on_judge_unavailable: Literal["fallback", "raise"] = field(default="fallback", metadata={"help": "When the engine cannot answer (server down after retries)."})
+    audit_log_path: str | None = field(default=None, metadata={"help": "Append every judge request/response to this JSONL file (rank 0, flushed every step)."})
+    name: str = field(default="grrm_judge", metadata={"help": "Reward function name in TRL's logs."})
+
+    def __post_init__(self) -> None:
+        get_extractor(self.extractor)
+        if self.backend not in ("vllm", "openai", "transformers"):
+            raise ValueError(f"backend must be 'vllm', 'openai' or 'transformers', got {self.backend!r}")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend='openai' needs base_url (e.g. 'http://judge-host:8000/v1')")
+        if self.ranking_mismatch not in ("count", "fail"):
+            raise ValueError(f"ranking_mismatch must be 'count' or 'fail', got {self.ranking_mismatch!r}")
+        if self.on_judge_unavailable not in ("fallback", "raise"):
+            raise ValueError(f"on_judge_unavailable must be 'fallback' or 'raise', got {self.on_judge_unavailable!r}")
+        if self.judge_on not in ("all_processes", "main_process"):
+            raise ValueError(f"judge_on must be 'all_processes' or 'main_process', got {self.judge_on!r}")
+        if self.num_generations is not None and not 2 <= self.num_generations:
+            raise ValueError(f"num_generations must be at least 2, got {self.num_generations}")
+        if self.max_parse_retries < 0:
+            raise ValueError("max_parse_retries must be >= 0")
+
+    @classmethod
+    def grrm_paper(cls, judge_model: str = "double7/Qwen2.5-7B-GRRM", **overrides: Any) -> GroupRelativeRewardConfig:
+        """The GRRM paper's MT GRPO reward settings (scores x 0.01, -0.04 for invalid or unjudged completions,
+        overlong buffer 2048 of 4096 tokens with penalty 0.04, greedy judge, 2048-token judge prompts, the strict
+        single-code-block extractor), plus bounded retries, which the paper lacked.
+
+        Example:
+            >>> GroupRelativeRewardConfig.grrm_paper(backend="openai", base_url="http://judge:8000/v1").score_scale
+            0.01
+        """
+        paper = dict(
+            judge_model=judge_model,
+            score_scale=0.01,
+            invalid_completion_reward=-0.04,
+            unjudged_reward=-0.04,
+            overlong_max_tokens=4096,
+            overlong_buffer_tokens=2048,
+            overlong_penalty=0.04,
+            temperature=0.0,
+            max_judge_prompt_tokens=2048,
+            max_judge_tokens=8192,
+            extractor="codeblock_strict",
+        )
+        return cls(**{**paper, **overrides})
+
+
+@dataclass
+class _Candidate:
+    """One completion on the global (all-process) list."""
+
+    prompt_key: str
+    source: str
+    source_language: str
+    target_language: str
+    translation: str | None
+    num_tokens: int
+
+
+@dataclass
+class _GroupResult:
+    """The outcome for one group, shared with every process."""
+
+    index: int
+    members: list[int]  # global completion indices
+    unique: list[str] = field(default_factory=list)
+    member_unique: list[int | None] = field(default_factory=list)  # per member: index into `unique`, None if invalid
+    scores: list[int] | None = None  # per unique candidate
+    unjudged_reason: str | None = None
+    ranking_agrees: bool | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _dedup_key(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def _find_calling_trainer() -> Any | None:
+    """The GRPOTrainer (or subclass) whose `_calculate_rewards` is calling us, found on the call stack."""
+    try:
+        from trl import GRPOTrainer
+    except ImportError:  # pragma: no cover - trl is a dependency
+        return None
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, GRPOTrainer):
+                return candidate
+            frame = frame.f_back
+    finally:
+        del frame
+    return None
+
+
+class GroupRelativeRewardFunction:
+    """A TRL reward function that judges every completion group jointly with a GRRM (GQM) judge.
+
+    Pass it to an unmodified ``trl.GRPOTrainer(reward_funcs=[...])``. On every step it gathers the completions of
+    all processes, cuts them into the groups TRL sampled (``num_generations`` each, read from the trainer), judges
+    each group once with one prompt listing the group's distinct translations, spreads the groups over the
+    processes' engines in one batched call each, and hands every process the rewards of its own completions.
+
+    Example:
+        >>> judge = GroupRelativeRewardFunction(
+        ...     judge_model="double7/Qwen2.5-7B-GRRM", backend="openai", base_url="http://judge-host:8000/v1"
+        ... )  # doctest: +SKIP
+        >>> trainer = GRPOTrainer(model=..., reward_funcs=[judge], args=GRPOConfig(num_generations=4), ...)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: GroupRelativeRewardConfig | None = None,
+        engine: JudgeEngine | None = None,
+        **config_fields: Any,
+    ) -> None:
+        if config is None:
+            config = GroupRelativeRewardConfig(**config_fields)
+        elif config_fields:
+            config = dataclasses.replace(config, **config_fields)
+        self.config = config
+        self.__name__ = config.name
+        self._engine = engine
+        self._extract: Callable[[str], str | None] = get_extractor(config.extractor)
+        self._calls = 0
+
+    # -- engine ------------------------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> JudgeEngine:
+        """The judge engine, created on first use (so building the reward function is cheap and picklable)."""
+        if self._engine is None:
+            self._engine = self._make_engine()
+        return self._engine
+
+    def _make_engine(self) -> JudgeEngine:
+        c = self.config
+        if c.backend == "openai":
+            return OpenAIEngine(
+                model=c.judge_model,
+                base_urls=c.base_url,
+                api_key_env=c.api_key_env,
+                max_concurrency=c.max_concurrency,
+                timeout=c.request_timeout,
+                max_retries=c.max_request_retries,
+                tokenizer=c.judge_tokenizer,
+            )
+        if c.backend == "vllm":
+            return VLLMEngine(
+                model=c.judge_model,
+                tensor_parallel_size=c.vllm_tensor_parallel_size,
+                gpu_memory_utilization=c.vllm_gpu_memory_utilization,
+                max_model_len=c.vllm_max_model_len,
+                dtype=c.vllm_dtype,
+                enforce_eager=c.vllm_enforce_eager,
+                seed=c.seed or 0,
+                llm_kwargs=c.vllm_kwargs,
+            )
+        return TransformersEngine(
+            model=c.judge_model,
+            device=c.transformers_device,
+            batch_size=c.transformers_batch_size,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Engines hold processes and sockets; a copy (e.g. for a spawned worker) starts its own.
+        state = self.__dict__.copy()
+        state["_engine"] = None
+        return state
+
+    # -- TRL entry point ---------------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]] | None = None,
+        trainer_state: Any = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        **columns: Any,
+    ) -> list[float | None]:
+        c = self.config
+        for column in (c.source_column, c.source_language_column, c.target_language_column):
+            if column not in columns:
+                available = sorted(k for k in columns if k not in ("log_extra",))
+                raise ValueError(
+                    f"GroupRelativeRewardFunction needs the dataset column {column!r} (set by "
+                    f"`source_column`/`source_language_column`/`target_language_column`); the dataset passed the "
+                    f"columns {available}."
+                )
+        if len(completions) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
+        group_size, mode = self._group_size_and_mode()
+        local = [
+            _Candidate(
+                prompt_key=prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str),
+                source=str(columns[c.source_column][i]),
+                source_language=str(columns[c.source_language_column][i]),
+                target_language=str(columns[c.target_language_column][i]),
+                translation=self._extract(completion_text(completions[i])),
+                num_tokens=len(completion_ids[i]) if completion_ids is not None else 0,
+            )
+            for i, prompt in enumerate(prompts)
+        ]
+        rank, world = distributed.process_index(), distributed.num_processes()
+        per_rank = distributed.all_gather_objects(local)
+        if len({len(part) for part in per_rank}) != 1:
+            raise RuntimeError(f"processes hold different numbers of completions: {[len(p) for p in per_rank]}")
+        everything = [candidate for part in per_rank for candidate in part]
+        groups = self._cut_groups(everything, group_size)
+
+        started = time.perf_counter()
+        owner = (lambda g: g % world) if c.judge_on == "all_processes" else (lambda g: 0)
+        mine = [g for g in range(len(groups)) if owner(g) == rank]
+        try:
+            local_results: Any = self.judge_groups([groups[g] for g in mine], everything, mine)
+        except Exception as error:  # surfaced on every rank below, so no rank waits forever in the gather
+            logger.exception("Judging failed on process %d", rank)
+            local_results = f"process {rank}: {type(error).__name__}: {error}"
+        elapsed = time.perf_counter() - started
+        gathered = distributed.all_gather_objects((local_results, elapsed))
+        failures = [r for r, _ in gathered if isinstance(r, str)]
+        if failures:
+            raise RuntimeError("GRRM judging failed: " + "; ".join(failures))
+        results = sorted((r for part, _ in gathered for r in part), key=lambda r: r.index)
+        latency = max(t for _, t in gathered)
+
+        rewards_global = self._rewards(results, everything)
+        self._calls += 1
+        step = getattr(trainer_state, "global_step", self._calls)
+        stats = self._statistics(results, everything, latency)
+        if log_metric is not None:
+            for name, value in stats.items():
+                log_metric(f"{c.name}/{name}", value)
+        if rank == 0 and c.audit_log_path:
+            self._write_audit(results, everything, rewards_global, step, mode)
+        offset = rank * len(local)
+        return rewards_global[offset : offset + len(local)]
+
+    # -- grouping ----------------------------------------------------------------------------------------------
+
+    def _group_size_and_mode(self) -> tuple[int, str]:
+        trainer = _find_calling_trainer()
+        mode = "train"
+        if trainer is not None:
+            mode = "train" if trainer.model.training else "eval"
+        if self.config.num_generations is not None:
+            return self.config.num_generations, mode
+        if trainer is None:
+            raise RuntimeError(
+                "GroupRelativeRewardFunction could not find the GRPOTrainer calling it, so it does not know the "
+                "group size; pass num_generations=... when using it outside GRPOTrainer."
+            )
+        size = trainer.num_generations if mode == "train" else trainer.num_generations_eval
+        return int(size), mode
+
+    def _cut_groups(self, everything: list[_Candidate], group_size: int) -> list[list[int]]:
+        if len(everything) % group_size:
+            raise ValueError(
+                f"{len(everything)} completions over all processes cannot form groups of {group_size}; "
+                "num_generations must divide the global batch"
+            )
+        groups = [list(range(s, s + group_size)) for s in range(0, len(everything), group_size)]
+        for members in groups:
+            first = everything[members[0]]
+            for index in members[1:]:
+                other = everything[index]
+                if (other.prompt_key, other.source, other.source_language, other.target_language) != (
+                    first.prompt_key, first.source, first.source_language, first.target_language
+                ):
+                    raise ValueError(
+                        f"completions {members[0]} and {index} should belong to one group of {group_size} but have "
+                        "different prompts or source columns; is num_generations right?"
+                    )
+        return groups
+
+    # -- judging -----------------------------------------------------------------------------------------------
+
+    def judge_groups(
+        self, groups: list[list[int]], everything: list[_Candidate], group_indices: list[int]
+    ) -> list[_GroupResult]:
+        """Judge the given groups in one batched engine call (plus one per retry round)."""
+        c = self.config
+        results: list[_GroupResult] = []
+        pending: list[tuple[_GroupResult, list[dict[str, str]], list[int]]] = []
+        for group_index, members in zip(group_indices, groups):
+            result = _GroupResult(index=group_index, members=members)
+            seen: dict[str, int] = {}
+            for index in members:
+                translation = everything[index].translation
+                if translation is None:
+                    result.member_unique.append(None)
+                    continue
+                key = _dedup_key(translation)
+                if key not in seen:
+                    seen[key] = len(result.unique)
+                    result.unique.append(translation)
+                result.member_unique.append(seen[key])
+            results.append(result)
+            if len(result.unique) < 2:
+                result.unjudged_reason = "too_few_distinct"
+                continue
+            if len(result.unique) > len(CANDIDATE_IDS):
+                raise ValueError(f"a group has {len(result.unique)} distinct candidates; the judge format allows 26")
+            order = list(range(len(result.unique)))
+            if c.shuffle_candidates:
+                random.Random(f"{c.seed}-{self._calls}-{group_index}").shuffle(order)
+            first = everything[members[0]]
+            prompt = build_gqm_prompt(
+                first.source,
+                [result.unique[k] for k in order],
+                first.source_language,
+                first.target_language,
+                language_names=c.language_names,
+            )
+            pending.append((result, [{"role": "user", "content": prompt}], order))
+
+        pending = self._drop_long_prompts(pending)
+        for attempt in range(c.max_parse_retries + 1):
+            if not pending:
+                break
+            sampling = SamplingSettings(
+                temperature=c.temperature if attempt == 0 else c.retry_temperature,
+                top_p=c.top_p,
+                max_tokens=c.max_judge_tokens,
+                seed=None if (c.seed is None or attempt > 0) else c.seed,
+            )
+            outputs = self.engine.generate([messages for _, messages, _ in pending], sampling)
+            still_failing = []
+            for (result, messages, order), output in zip(pending, outputs):
+                if not self._accept(result, messages, order, output, attempt):
+                    still_failing.append((result, messages, order))
+            pending = [p for p in still_failing if p[0].unjudged_reason is None]
+        for result, _, _ in pending:
+            result.unjudged_reason = "parse_failed"
+        return results
+
+    def _drop_long_prompts(self, pending: list) -> list:
+        limits = [x for x in (self.config.max_judge_prompt_tokens, self.engine.max_prompt_tokens) if x is not None]
+        if not pending or not limits:
+            return pending
+        lengths = self.engine.count_prompt_tokens([messages for _, messages, _ in pending])
+        if lengths is None:
+            return pending
+        kept = []
+        for item, length in zip(pending, lengths):
+            if length > min(limits):
+                item[0].unjudged_reason = "prompt_too_long"
+                item[0].prompt_tokens = length
+            else:
+                kept.append(item)
+        return kept
+
+    def _accept(
+        self, result: _GroupResult, messages: list[dict[str, str]], order: list[int], output: JudgeOutput, attempt: int
+    ) -> bool:
+        record: dict[str, Any] = {"attempt": attempt, "request": messages, "response": output.text}
+        result.attempts.append(record)
+        result.prompt_tokens += output.prompt_tokens
+        result.completion_tokens += output.completion_tokens
+        if output.error is not None:
+            record["error"] = output.error
+            record["detail"] = output.detail
+            if output.error == "prompt_too_long":
+                result.unjudged_reason = "prompt_too_long"
+            elif self.config.on_judge_unavailable == "raise":
+                raise RuntimeError(f"judge engine unavailable: {output.detail}")
+            else:
+                result.unjudged_reason = "judge_unavailable"
+            return False
+        ids = list(CANDIDATE_IDS[: len(order)])
+        try:
+            judgment: GQMJudgment = parse_gqm_output(output.text or "", ids)
+            if self.config.ranking_mismatch == "fail" and judgment.ranking_agrees is False:
+                raise GQMParseError("ranking line disagrees with the scores")
+        except GQMParseError as error:
+            record["parse_error"] = str(error)
+            return False
+        scores = [0] * len(order)
+        for position, unique_index in enumerate(order):
+            scores[unique_index] = judgment.scores[ids[position]]
+        result.scores = scores
+        result.ranking_agrees = judgment.ranking_agrees
+        record["scores"] = judgment.scores
+        return True
+
+    # -- rewards, statistics, audit ----------------------------------------------------------------------------
+
+    def _rewards(self, results: list[_GroupResult], everything: list[_Candidate]) -> list[float | None]:
+        c = self.config
+        rewards: list[float | None] = [None] * len(everything)
+        for result in results:
+            for index, unique_index in zip(result.members, result.member_unique):
+                if unique_index is None:
+                    rewards[index] = c.invalid_completion_reward
+                elif result.scores is None:
+                    rewards[index] = c.unjudged_reward
+                else:
+                    penalty = soft_overlong_penalty(
+                        everything[index].num_tokens, c.overlong_max_tokens, c.overlong_buffer_tokens, c.overlong_penalty
+                    )
+                    rewards[index] = result.scores[unique_index] * c.score_scale - penalty
+        return rewards
+
+    def _statistics(self, results: list[_GroupResult], everything: list[_Candidate], latency: float) -> dict[str, float]:
+        num_groups = len(results)
+        attempts = [a for r in results for a in r.attempts]
+        answered = [a for a in attempts if "error" not in a]
+        judged = [r for r in results if r.scores is not None]
+        reasons = Counter(r.unjudged_reason for r in results if r.unjudged_reason)
+        invalid = sum(m is None for r in results for m in r.member_unique)
+        fallback = invalid + sum(
+            sum(m is not None for m in r.member_unique) for r in results if r.scores is None
+        )
+        with_ranking = [r for r in judged if r.ranking_agrees is not None]
+        stats = {
+            "groups": float(num_groups),
+            "judge_calls": float(len(attempts)),
+            "retries": float(sum(a["attempt"] > 0 for a in attempts)),
+            "parse_failure_rate": sum("parse_error" in a for a in answered) / len(answered) if answered else 0.0,
+            "fallback_completions": float(fallback),
+            "invalid_completions": float(invalid),
+            "unjudged_groups": float(sum(reasons.values())),
+            "ranking_disagreement_rate": (
+                sum(not r.ranking_agrees for r in with_ranking) / len(with_ranking) if with_ranking else 0.0
+            ),
+            "ranking_missing_rate": (len(judged) - len(with_ranking)) / len(judged) if judged else 0.0,
+            "tie_rate": (
+                sum(tie_rate(dict(enumerate(r.scores))) for r in judged) / len(judged) if judged else 0.0
+            ),
+            "distinct_candidates": sum(len(r.unique) for r in results) / num_groups if num_groups else 0.0,
+            "judge_latency_s": latency,
+            "judge_prompt_tokens": sum(r.prompt_tokens for r in results) / max(1, len(attempts)),
+            "judge_output_tokens": sum(r.completion_tokens for r in results) / max(1, len(attempts)),
+        }
+        for reason in UNJUDGED_REASONS:
+            stats[f"unjudged/{reason}"] = float(reasons.get(reason, 0))
+        return stats
+
+    def _write_audit(
+        self, results: list[_GroupResult], everything: list[_Candidate], rewards: list[float | None], step: int, mode: str
+    ) -> None:
+        path = self.config.audit_log_path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            for result in results:
+                first = everything[result.members[0]]
+                record = {
+                    "step": step,
+                    "mode": mode,
+                    "group": result.index,
+                    "source": first.source,
+                    "source_language": first.source_language,
+                    "target_language": first.target_language,
+                    "candidates": result.unique,
+                    "completion_indices": result.members,
+                    "completion_candidate": result.member_unique,
+                    "scores": result.scores,
+                    "unjudged_reason": result.unjudged_reason,
+                    "ranking_agrees": result.ranking_agrees,
+                    "rewards": [rewards[i] for i in result.members],
+                    "attempts": result.attempts,
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())

@@ -1,0 +1,197 @@
+"""A local OpenAI-compatible server that answers GQM judge prompts in GRRM's format, for machines without a GPU.
+
+It speaks the same HTTP interface as ``vllm serve`` (``GET /v1/models``, ``POST /v1/chat/completions``, ``usage``
+counts, 400 for an over-long prompt), reads the source and candidates back out of the judge prompt and writes an
+analysis, a ranking and 0-10 scores computed by a deterministic rule:
+
+* with references (source text -> reference translation), the chrF of each candidate against the reference / 10;
+* otherwise a rule anyone can recompute: ``len(candidate) % 11``.
+
+Every request is appended to ``request_log`` (JSONL) so tests can count judge calls.
+
+Run it stand-alone with ``python -m trl_grrm.testing.judge_server --port 8011 [--references data.jsonl]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from ..formats.gqm import CANDIDATE_IDS, format_gqm_answer, parse_gqm_prompt
+
+
+def length_score(source: str, candidate: str) -> int:
+    """The default rule: ``len(candidate) % 11``."""
+    return len(candidate) % 11
+
+
+def chrf_scorer(references: Mapping[str, str], fallback: Callable[[str, str], int] = length_score):
+    """A rule scoring candidates by chrF against known references (0-100 mapped to 0-10)."""
+    from sacrebleu.metrics import CHRF
+
+    chrf = CHRF()
+
+    def score(source: str, candidate: str) -> int:
+        if source not in references:
+            return fallback(source, candidate)
+        return round(chrf.sentence_score(candidate, [references[source]]).score / 10)
+
+    return score
+
+
+class JudgeServer:
+    """Serve GRRM-format judgements on ``http://host:port/v1`` from a background thread.
+
+    ``garbage_below_temperature``: answers requests whose temperature is below it with unparsable text, to exercise
+    the reward function's retries. ``max_prompt_chars``: longer prompts get vLLM's 400 context-length error.
+    ``delay_s`` sleeps before every answer.
+
+    Example:
+        >>> with JudgeServer(port=0) as server:  # doctest: +SKIP
+        ...     reward = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=server.base_url)
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model_name: str = "judge",
+        scorer: Callable[[str, str], int] = length_score,
+        request_log: str | Path | None = None,
+        garbage_below_temperature: float | None = None,
+        max_prompt_chars: int | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
+        self.model_name = model_name
+        self.scorer = scorer
+        self.request_log = Path(request_log) if request_log else None
+        self.garbage_below_temperature = garbage_below_temperature
+        self.max_prompt_chars = max_prompt_chars
+        self.delay_s = delay_s
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def judge(self, prompt: str, temperature: float) -> str:
+        """The answer this server gives to one judge prompt."""
+        parsed = parse_gqm_prompt(prompt)
+        if self.garbage_below_temperature is not None and temperature < self.garbage_below_temperature:
+            return "I cannot decide which translation is better."
+        ids = CANDIDATE_IDS[: len(parsed.candidates)]
+        scores = {cid: int(self.scorer(parsed.source_text, text)) for cid, text in zip(ids, parsed.candidates)}
+        analysis = "\n".join(f"**Translation {cid}:** {len(text)} characters." for cid, text in zip(ids, parsed.candidates))
+        return format_gqm_answer(analysis, scores)
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(entry)
+            if self.request_log:
+                with open(self.request_log, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/v1/models"):
+                    self._send(200, {"object": "list", "data": [{"id": server.model_name, "object": "model"}]})
+                elif self.path.rstrip("/").endswith("/health"):
+                    self._send(200, {})
+                else:
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self) -> None:
+                if not self.path.rstrip("/").endswith("/v1/chat/completions"):
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if body.get("model") != server.model_name:
+                    self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
+                    return
+                prompt = body["messages"][-1]["content"]
+                temperature = float(body.get("temperature") or 0.0)
+                server._record({"time": time.time(), "prompt": prompt, "temperature": temperature})
+                if server.max_prompt_chars is not None and len(prompt) > server.max_prompt_chars:
+                    self._send(400, {"error": {"message": (
+                        f"This model's maximum context length is {server.max_prompt_chars} tokens. However, you "
+                        f"requested {len(prompt)} tokens in the messages.")}})
+                    return
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                try:
+                    text = server.judge(prompt, temperature)
+                except ValueError as error:
+                    self._send(400, {"error": {"message": f"not a judge prompt: {error}"}})
+                    return
+                self._send(200, {
+                    "id": f"chatcmpl-{len(server.requests)}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": server.model_name,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
+                              "total_tokens": len(prompt.split()) + len(text.split())},
+                })
+
+        return Handler
+
+    def start(self) -> JudgeServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> JudgeServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--model-name", default="judge")
+    parser.add_argument("--references", help="JSONL with src_text and trg_text: score by chrF against them")
+    parser.add_argument("--request-log")
+    args = parser.parse_args(argv)
+    scorer = length_score
+    if args.references:
+        rows = [json.loads(line) for line in Path(args.references).read_text().splitlines() if line.strip()]
+        scorer = chrf_scorer({row["src_text"]: row["trg_text"] for row in rows if row.get("trg_text")})
+    server = JudgeServer(args.host, args.port, args.model_name, scorer, args.request_log)
+    print(f"judge server on {server.base_url}", flush=True)
+    server._httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
