@@ -112,7 +112,7 @@ def test_sft_missing_analysis_skip_or_error():
         ("Good.\n__Ranking and Scores__", "Good."),
         ("Good.\nScores:", "Good."),
         ("Good.\nBased on the analysis above, here are the final rankings:", "Good."),
-        ("Good.\nB's score should be lower: it is too literal.", "Good.\nB's score should be lower: it is too literal."),
+        ("Good.\nB's score is lower: it is too literal.", "Good.\nB's score is lower: it is too literal."),
         ("Good.\n**Overall:** B deserves the lowest **score**", "Good.\n**Overall:** B deserves the lowest **score**"),
         ("Good.\n**Conclusion:**", "Good.\n**Conclusion:**"),
         ("  Only text.  ", "Only text."),

@@ -192,7 +192,8 @@ def test_relaxed_options_accept_what_the_defaults_reject():
     assert ranking_reward(no_ranking, PAIR_TRUTH, RankingRewardConfig(require_ranking=False)).reward == 2.0
     # relaxing the requirement does not excuse a ranking that is present but wrong
     wrong = answer("B > A", "A: 8, B: 3")
-    assert ranking_reward(wrong, PAIR_TRUTH, RankingRewardConfig(require_ranking=False)).reason == "inconsistent_ranking"
+    relaxed = RankingRewardConfig(require_ranking=False)
+    assert ranking_reward(wrong, PAIR_TRUTH, relaxed).reason == "inconsistent_ranking"
     trailing = answer("A > B", "A: 8, B: 3") + "\nHope this helps!"
     assert ranking_reward(trailing, PAIR_TRUTH, RankingRewardConfig(require_scores_last=False)).reward == 2.0
     bare = "### Final Ranking:\nA > B\n### Scores:\nA: 8, B: 3"

@@ -1,0 +1,289 @@
+"""GSPOTrainer: config defaults and checks, equality with TRL's sequence-level GRPO, real short CPU training runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from trl_grrm.trainers import GSPOConfig, GSPOTrainer
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = ["Hello there", "Translate: cat", "Count to three", "Say hi"]
+GSPO_KEYS = ["gspo/clip_ratio_low", "gspo/clip_ratio_high", "gspo/seq_ratio_mean", "gspo/seq_clipped_frac",
+             "gspo/sft_loss", "gspo/policy_loss", "clip_ratio/region_mean", "entropy"]  # fmt: skip
+
+
+def distinct_chars(completions: list, **kwargs) -> list[float]:
+    return [float(len(set(c))) for c in completions]
+
+
+def dataset() -> Dataset:
+    return Dataset.from_dict({"prompt": PROMPTS * 2})
+
+
+def config(cls, output_dir: Path, **overrides):
+    kwargs = dict(
+        output_dir=str(output_dir),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        learning_rate=1e-2,
+        logging_steps=1,
+        gradient_checkpointing=False,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+# Settings under which GSPOTrainer(sft_coef=0) must reproduce GRPOTrainer exactly.
+GRPO_AS_GSPO = dict(
+    importance_sampling_level="sequence", loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, scale_rewards="none"
+)
+
+
+def test_config_defaults_follow_paper(tmp_path):
+    args = config(GSPOConfig, tmp_path)
+    assert (args.epsilon, args.epsilon_high, args.sft_coef, args.beta) == (3e-4, 4e-4, 0.1, 0.0)
+    assert (args.importance_sampling_level, args.loss_type, args.scale_rewards) == ("sequence", "grpo", "none")
+    # Overridable, including TRL's bool spelling of scale_rewards.
+    args = config(GSPOConfig, tmp_path, epsilon=0.2, epsilon_high=None, sft_coef=0.0, scale_rewards=True)
+    assert (args.epsilon, args.epsilon_high, args.sft_coef, args.scale_rewards) == (0.2, None, 0.0, "group")
+
+
+def test_other_loss_type_warns_and_is_replaced(tmp_path):
+    with pytest.warns(UserWarning, match="loss_type='dapo' is ignored"):
+        args = config(GSPOConfig, tmp_path, loss_type="dapo")
+    assert args.loss_type == "grpo"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"top_entropy_quantile": 0.2},
+        {"entropy_coef": 0.01},
+        {"use_adaptive_entropy": True},
+        {"off_policy_mask_threshold": 0.5},
+        {"delta": 1.5},
+        {"sft_coef": -0.1},
+        {"importance_sampling_level": "group"},
+    ],
+)
+def test_unsupported_or_invalid_settings_raise(tmp_path, overrides):
+    with pytest.raises(ValueError):
+        config(GSPOConfig, tmp_path, **overrides)
+
+
+def test_trainer_rejects_mutated_config_and_plain_grpo_config(tmp_path):
+    args = config(GSPOConfig, tmp_path)
+    args.delta = 2.0
+    # The model path does not exist: the check must fire before anything is loaded.
+    with pytest.raises(ValueError, match="delta"):
+        GSPOTrainer(model=str(tmp_path / "missing"), reward_funcs=distinct_chars, args=args)
+    with pytest.raises(TypeError, match="GSPOConfig"):
+        GSPOTrainer(model=str(tmp_path / "missing"), reward_funcs=distinct_chars, args=config(GRPOConfig, tmp_path))
+
+
+def test_logged_losses_match_grpo_trainer(tiny_model_dir, tmp_path):
+    """Same seed, same model: the on-policy first step and the off-policy second step log the same losses."""
+    common = dict(GRPO_AS_GSPO, steps_per_generation=2, max_steps=2)
+    histories = {}
+    for name, config_cls, trainer_cls, extra in [
+        ("grpo", GRPOConfig, GRPOTrainer, {}),
+        ("gspo", GSPOConfig, GSPOTrainer, {"sft_coef": 0.0}),
+    ]:
+        args = config(config_cls, tmp_path / name, **common, **extra)
+        trainer = trainer_cls(model=tiny_model_dir, reward_funcs=distinct_chars, args=args, train_dataset=dataset())
+        trainer.train()
+        histories[name] = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(histories["gspo"]) == 2
+    for grpo_log, gspo_log in zip(histories["grpo"], histories["gspo"], strict=True):
+        assert gspo_log["loss"] == pytest.approx(grpo_log["loss"], rel=1e-5, abs=1e-7)
+        for key in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "entropy"):
+            assert gspo_log[key] == pytest.approx(grpo_log[key], rel=1e-5, abs=1e-7)
+    assert histories["gspo"][0]["gspo/seq_ratio_mean"] == pytest.approx(1.0)  # on-policy first step
+
+
+def off_policy_inputs(trainer: GRPOTrainer) -> dict:
+    """A generated batch with old log-probs shifted so that some sequences fall outside the clip window."""
+    trainer.model.train()
+    rows = [{"prompt": p} for p in PROMPTS[:2] for _ in range(4)]
+    torch.manual_seed(0)
+    inputs = trainer._generate_and_score_completions(rows)
+    input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention_mask, inputs["completion_ids"].size(1)
+        )
+    adv_sign = torch.sign(inputs["advantages"])
+    assert (adv_sign > 0).any() and (adv_sign < 0).any()
+    # First half: ratio pushed past the window in the direction where clipping zeroes the gradient; second half:
+    # inside the window, so the gradient still flows with ratio != 1.
+    shift = torch.where(torch.arange(len(rows)) < 4, 2e-3 * adv_sign, torch.full_like(adv_sign, 1e-4))
+    inputs["old_per_token_logps"] = logps - shift[:, None]
+    return inputs
+
+
+def loss_and_grads(trainer, inputs, accumulation_steps: int = 2):
+    trainer.model.train()
+    trainer.model.zero_grad()
+    # Set by the training loop; GRPOTrainer's loss divides by it.
+    trainer.current_gradient_accumulation_steps = accumulation_steps
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_compute_loss_and_gradients_match_grpo_trainer(tiny_model_dir, tmp_path, beta):
+    grpo = GRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=distinct_chars,
+        args=config(GRPOConfig, tmp_path / "grpo", beta=beta, **GRPO_AS_GSPO),
+        train_dataset=dataset(),
+    )
+    gspo = GSPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=distinct_chars,
+        args=config(GSPOConfig, tmp_path / "gspo", beta=beta, sft_coef=0.0),
+        train_dataset=dataset(),
+    )
+    inputs = off_policy_inputs(grpo)
+    if beta:
+        assert "ref_per_token_logps" in inputs
+
+    grpo_loss, grpo_grads = loss_and_grads(grpo, inputs)
+    gspo_loss, gspo_grads = loss_and_grads(gspo, inputs)
+    assert gspo_loss.item() == pytest.approx(grpo_loss.item(), rel=1e-5, abs=1e-7)
+    assert grpo_grads.keys() == gspo_grads.keys() and len(grpo_grads) > 0
+    for name in grpo_grads:
+        torch.testing.assert_close(gspo_grads[name], grpo_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    # Rows with a zero advantage (integer rewards can tie the group mean) are never clipped.
+    expected_clipped = (inputs["advantages"][:4] != 0).sum().item() / 8
+    assert expected_clipped > 0
+    assert gspo._metrics["train"]["gspo/seq_clipped_frac"][-1] == pytest.approx(expected_clipped)
+    assert gspo._metrics["train"]["clip_ratio/region_mean"][-1] == pytest.approx(
+        grpo._metrics["train"]["clip_ratio/region_mean"][-1]
+    )
+    if beta:
+        assert gspo._metrics["train"]["kl"][-1] == pytest.approx(grpo._metrics["train"]["kl"][-1], rel=1e-5)
+
+    # The auxiliary term adds sft_coef * (logged NLL) / accumulation steps, and only that.
+    gspo.sft_coef = 0.1
+    with_sft, _ = loss_and_grads(gspo, inputs)
+    sft = gspo._metrics["train"]["gspo/sft_loss"][-1]
+    assert sft > 0
+    assert with_sft.item() == pytest.approx(gspo_loss.item() + 0.1 * sft / 2, rel=1e-5)
+
+    # Evaluation does not divide by the accumulation steps.
+    gspo.model.eval()
+    with torch.no_grad():
+        eval_loss = gspo.compute_loss(gspo.model, inputs)
+    assert eval_loss.item() == pytest.approx(2 * with_sft.item(), rel=1e-5)
+
+
+def assert_trained(logs: list[dict], changed: set[str], trainable: set[str]) -> None:
+    assert logs and all(math.isfinite(h["loss"]) for h in logs)
+    assert changed == trainable, f"unchanged: {sorted(trainable - changed)}"
+    for key in GSPO_KEYS:
+        assert any(key in h for h in logs), key
+    # steps_per_generation > gradient_accumulation_steps: later steps reuse stale samples, so the ratio moves.
+    assert any(h["gspo/seq_ratio_mean"] != pytest.approx(1.0, abs=1e-7) for h in logs)
+
+
+def train_in_process(tiny_model_dir, tmp_path, peft_config=None, **overrides):
+    args = config(
+        GSPOConfig,
+        tmp_path,
+        gradient_accumulation_steps=2,
+        steps_per_generation=4,
+        max_steps=4,
+        **overrides,
+    )
+    trainer = GSPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=distinct_chars,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS * 4}),
+        eval_dataset=Dataset.from_dict({"prompt": PROMPTS[:2]}),
+        peft_config=peft_config,
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    return trainer, changed, trainable
+
+
+def test_train_single_process_with_accumulation_and_eval(tiny_model_dir, tmp_path):
+    trainer, changed, trainable = train_in_process(
+        tiny_model_dir, tmp_path, eval_strategy="steps", eval_steps=4, per_device_eval_batch_size=4
+    )
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert_trained(logs, changed, trainable)
+    assert any(h["gspo/seq_clipped_frac"] > 0 for h in logs)
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert evals and math.isfinite(evals[-1]["eval_loss"]) and "eval_gspo/seq_ratio_mean" in evals[-1]
+
+
+def test_train_lora(tiny_model_dir, tmp_path):
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer, changed, trainable = train_in_process(tiny_model_dir, tmp_path, peft_config=lora)
+    assert trainable and all("lora_" in n for n in trainable)
+    # Only the adapter moves; LoRA's B matrices start at zero so a change proves the update reached them.
+    assert_trained([h for h in trainer.state.log_history if "loss" in h], changed, trainable)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_script(tmp_path: Path, launcher: list[str], *script_args: str) -> dict:
+    result_path = tmp_path / "result.json"
+    cmd = [*launcher, str(REPO / "tests" / "scripts" / "gspo_train.py"), "--output_dir", str(tmp_path / "out"),
+           "--result", str(result_path), *script_args]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return json.loads(result_path.read_text())
+
+
+@pytest.mark.slow
+def test_train_deepspeed_zero3_two_processes(tiny_model_dir, tmp_path):
+    launcher = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "accelerate_configs" / "cpu_zero3.yaml"),
+        "--main_process_port", str(free_port()),
+    ]  # fmt: skip
+    result = run_script(tmp_path, launcher, "--model", tiny_model_dir)
+    assert result["num_processes"] == 2 and "DEEPSPEED" in result["distributed_type"]
+    assert_trained(result["logs"], set(result["changed"]), set(result["trainable"]))
+
+
+@pytest.mark.slow
+def test_train_with_vllm_colocate(tiny_model_dir, tmp_path):
+    pytest.importorskip("vllm")
+    result = run_script(tmp_path, [sys.executable], "--model", tiny_model_dir, "--vllm")
+    assert_trained(result["logs"], set(result["changed"]), set(result["trainable"]))
+    # vLLM's sampling log-probs differ from the trainer's, so TRL's correction weights reached the loss.
+    assert any("sampling/importance_sampling_ratio/mean" in h for h in result["logs"])
