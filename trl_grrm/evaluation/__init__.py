@@ -1,0 +1,1 @@
+"""Evaluation: judge ranking accuracy (`ranking`) and MT quality (`mt`)."""
