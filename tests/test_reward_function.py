@@ -130,8 +130,8 @@ def _dead_url():
 
 def test_server_down_falls_back_without_hanging():
     reward = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=_dead_url(), extractor="full",
-                                         num_generations=2, max_request_retries=1, unjudged_reward=-0.3)
-    reward.engine.backoff_seconds = 0.01
+                                         num_generations=2, max_request_retries=1, unjudged_reward=-0.3,
+                                         request_backoff_seconds=0.01)
     started = time.perf_counter()
     rewards, metrics = call(reward, [["a", "b"]])
     assert rewards == [-0.3, -0.3]
@@ -150,9 +150,8 @@ def test_several_base_urls_share_the_load_and_cover_a_dead_one(tmp_path):
     with JudgeServer() as first, JudgeServer() as second:
         reward = GroupRelativeRewardFunction(
             judge_model="judge", backend="openai", base_url=[first.base_url, _dead_url(), second.base_url],
-            extractor="full", num_generations=2, max_request_retries=2,
+            extractor="full", num_generations=2, max_request_retries=2, request_backoff_seconds=0.01,
         )
-        reward.engine.backoff_seconds = 0.01
         groups = [[f"a{i}", f"bb{i}"] for i in range(9)]
         rewards, metrics = call(reward, groups)
     assert None not in rewards and metrics["grrm_judge/unjudged_groups"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -11,6 +12,10 @@ logger = logging.getLogger(__name__)
 
 # Answers shorter than this cannot hold an analysis, a ranking and scores, so such prompts count as too long.
 MIN_ANSWER_TOKENS = 16
+
+
+def _prompt_key(messages: Messages) -> str:
+    return json.dumps(messages, sort_keys=True, ensure_ascii=False, default=str)
 
 
 class VLLMEngine(JudgeEngine):
@@ -49,6 +54,9 @@ class VLLMEngine(JudgeEngine):
         )
         self._llm = None
         self._tokenizer = None
+        # Token ids of the prompts last counted, by prompt: the reward function counts prompt tokens and then generates
+        # for the same prompts, so `generate` reuses them instead of rendering and tokenizing every prompt twice.
+        self._counted: dict[str, list[int]] = {}
 
     def _ensure_started(self) -> None:
         if self._llm is not None:
@@ -58,16 +66,35 @@ class VLLMEngine(JudgeEngine):
         logger.info("Starting in-process vLLM judge engine for %s", self.model)
         self._llm = LLM(**self._llm_kwargs)
         self._tokenizer = self._llm.get_tokenizer()
+        self._counted = {}
         self.max_prompt_tokens = self._llm.llm_engine.model_config.max_model_len - MIN_ANSWER_TOKENS
 
-    def _render(self, prompts: list[Messages]) -> list[list[int]]:
-        texts = [self._tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
-        # The template already wrote every special token the model was trained with.
-        return [self._tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    def _render(
+        self, prompts: list[Messages], known: dict[str, list[int]] | None = None
+    ) -> tuple[list[str], dict[str, list[int]]]:
+        """Each prompt's key, and token ids by key (after the chat template), reusing those in ``known``."""
+        known = known or {}
+        keys = [_prompt_key(messages) for messages in prompts]
+        rendered: dict[str, list[int]] = {}
+        missing: dict[str, Messages] = {}
+        for key, messages in zip(keys, prompts):
+            if key in known:
+                rendered[key] = known[key]
+            else:
+                missing[key] = messages
+        if missing:
+            texts = [
+                self._tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                for m in missing.values()
+            ]
+            # The template already wrote every special token the model was trained with. One batched call.
+            rendered.update(zip(missing, self._tokenizer(texts, add_special_tokens=False)["input_ids"]))
+        return keys, rendered
 
     def count_prompt_tokens(self, prompts: list[Messages]) -> list[int]:
         self._ensure_started()
-        return [len(ids) for ids in self._render(prompts)]
+        keys, self._counted = self._render(prompts)  # kept for the `generate` call that usually follows
+        return [len(self._counted[key]) for key in keys]
 
     def generate(self, prompts: list[Messages], sampling: SamplingSettings) -> list[JudgeOutput]:
         from vllm import SamplingParams
@@ -77,7 +104,11 @@ class VLLMEngine(JudgeEngine):
         max_model_len = self.max_prompt_tokens + MIN_ANSWER_TOKENS
         outputs: list[JudgeOutput | None] = [None] * len(prompts)
         batch, params, positions = [], [], []
-        for index, ids in enumerate(self._render(prompts)):
+        # Reuse what count_prompt_tokens just rendered for these prompts; the next call renders afresh.
+        known, self._counted = self._counted, {}
+        keys, rendered = self._render(prompts, known)
+        for index, key in enumerate(keys):
+            ids = list(rendered[key])
             if len(ids) > self.max_prompt_tokens:
                 outputs[index] = JudgeOutput(
                     text=None, prompt_tokens=len(ids), error="prompt_too_long",

@@ -48,6 +48,7 @@ class GroupRelativeRewardConfig:
     max_concurrency: int = field(default=64, metadata={"help": "Concurrent requests per process."})
     request_timeout: float = field(default=600.0, metadata={"help": "Seconds per request."})
     max_request_retries: int = field(default=3, metadata={"help": "Retries (exponential backoff, next URL) for failed requests."})
+    request_backoff_seconds: float = field(default=1.0, metadata={"help": "First retry delay; doubles on each retry."})
     judge_tokenizer: str | None = field(default=None, metadata={"help": "Local tokenizer for counting judge prompt tokens with the openai backend. Default: none for openai (the server's own 400 on long prompts is used), judge_model otherwise."})
 
     # vllm backend
@@ -240,6 +241,7 @@ class GroupRelativeRewardFunction:
                 max_concurrency=c.max_concurrency,
                 timeout=c.request_timeout,
                 max_retries=c.max_request_retries,
+                backoff_seconds=c.request_backoff_seconds,
                 tokenizer=c.judge_tokenizer,
             )
         if c.backend == "vllm":
@@ -443,7 +445,6 @@ class GroupRelativeRewardFunction:
         for item, length in zip(pending, lengths):
             if length > min(limits):
                 item[0].unjudged_reason = "prompt_too_long"
-                item[0].prompt_tokens = length
             else:
                 kept.append(item)
         return kept

