@@ -1,5 +1,8 @@
 """A local OpenAI-compatible server that answers GQM judge prompts in GRRM's format, for machines without a GPU.
 
+It also answers pointwise SQM prompts (:mod:`trl_grrm.formats.sqm`) with the same scoring rule, the score alone on
+the last line.
+
 It speaks the same HTTP interface as ``vllm serve`` (``GET /v1/models``, ``POST /v1/chat/completions``, ``usage``
 counts, 400 for an over-long prompt), reads the source and candidates back out of the judge prompt and writes an
 analysis, a ranking and 0-10 scores computed by a deterministic rule:
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formats.gqm import CANDIDATE_IDS, format_gqm_answer, parse_gqm_prompt
+from ..formats.sqm import format_sqm_answer, parse_sqm_prompt
 
 
 def length_score(source: str, candidate: str) -> int:
@@ -43,6 +47,11 @@ def chrf_scorer(references: Mapping[str, str], fallback: Callable[[str, str], in
         return round(chrf.sentence_score(candidate, [references[source]]).score / 10)
 
     return score
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    # The default listen backlog (5) refuses connections when a client sends many requests at once.
+    request_queue_size = 256
 
 
 class JudgeServer:
@@ -76,7 +85,7 @@ class JudgeServer:
         self.delay_s = delay_s
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd = _HTTPServer((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -85,14 +94,25 @@ class JudgeServer:
         return f"http://{host}:{port}/v1"
 
     def judge(self, prompt: str, temperature: float) -> str:
-        """The answer this server gives to one judge prompt."""
-        parsed = parse_gqm_prompt(prompt)
+        """The answer this server gives to one judge prompt (GQM group prompt or SQM pointwise prompt)."""
+        try:
+            parsed = parse_gqm_prompt(prompt)
+        except ValueError:
+            return self._judge_pointwise(prompt, temperature)
         if self.garbage_below_temperature is not None and temperature < self.garbage_below_temperature:
             return "I cannot decide which translation is better."
         ids = CANDIDATE_IDS[: len(parsed.candidates)]
         scores = {cid: int(self.scorer(parsed.source_text, text)) for cid, text in zip(ids, parsed.candidates)}
         analysis = "\n".join(f"**Translation {cid}:** {len(text)} characters." for cid, text in zip(ids, parsed.candidates))
         return format_gqm_answer(analysis, scores)
+
+    def _judge_pointwise(self, prompt: str, temperature: float) -> str:
+        """An SQM answer (analysis, then the score alone on the last line) with the same scoring rule."""
+        parsed = parse_sqm_prompt(prompt)  # ValueError for anything else: the handler answers 400
+        if self.garbage_below_temperature is not None and temperature < self.garbage_below_temperature:
+            return "I cannot decide how good this translation is."
+        score = int(self.scorer(parsed.source_text, parsed.translation))
+        return format_sqm_answer(f"**Translation:** {len(parsed.translation)} characters.", score)
 
     def _record(self, entry: dict[str, Any]) -> None:
         with self._lock:

@@ -1,0 +1,813 @@
+"""``trl-grrm eval-ranking``: how well a judge ranks groups of translations against human or LLM labels.
+
+The dataset is a *ranking dataset* (columns ``src_text``, ``src_lang``, ``trg_lang``, ``mt_texts``, ``scores``; higher
+score = better), e.g. the test split of ``double7/TowerBlocks-MT-Ranking``. Each group is shown to the judge, the
+judge's scores are turned into pairwise relations (better / worse / tie) and compared with the labels.
+
+Judges are pluggable (:class:`RankingJudge`): a judge turns one group, in the order it is shown, into chat prompts
+and turns the parsed answers back into one score per candidate. Shipped: :class:`GQMJudge` (this package's GRRM
+format, one prompt per group) and :class:`SQMJudge` (pointwise, one prompt per candidate). Any
+:class:`~trl_grrm.engines.JudgeEngine` runs them: in-process vLLM, OpenAI-compatible servers or transformers.
+
+Metrics, per language pair and overall (see :func:`summarize`):
+
+* ``accuracy``: the GRRM paper's metric. Per group, the share of candidate pairs whose relation matches the label,
+  ties being a class of their own; a group the judge could not score counts 0; the mean over groups.
+* ``accuracy_tie_lenient``: the same, but a tie against a strict order (either way round) earns half a pair.
+* ``accuracy_parsed``: ``accuracy`` over the groups the judge did score (format failures left out).
+* ``parse_failure_rate``: share of groups left without scores after the retries; ``tie_rate``: share of tied pairs
+  in the judge's scores (scored groups); ``truth_tie_rate``: the same in the labels.
+* With ``--permutations k``: every group is also judged in ``k - 1`` further seeded candidate orders. Each metric is
+  the mean over the ``k`` orders; ``per_permutation`` lists them, ``accuracy_spread`` (max - min) and
+  ``accuracy_std`` show the position bias, ``ranking_consistency`` is the share of groups (scored in every order)
+  ranked identically in all orders, and ``score_averaged`` is the accuracy of the scores averaged over the orders.
+
+Every prompt of a round goes to the engine in one ``generate`` call; answers that do not parse are asked again, at
+most ``--max-retries`` times, at ``--retry-temperature``. The JSON output keeps every prompt and answer for audit.
+
+Example:
+    trl-grrm eval-ranking --dataset double7/TowerBlocks-MT-Ranking --split test \\
+        --backend vllm --model double7/Qwen2.5-7B-GRRM --permutations 3 --output grrm_eval.json
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import datetime
+import json
+import math
+import random
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engines import JudgeEngine, JudgeOutput, Messages, OpenAIEngine, SamplingSettings, TransformersEngine, VLLMEngine
+from ..formats.gqm import CANDIDATE_IDS, GQMParseError, build_gqm_prompt, parse_gqm_output
+from ..formats.sqm import SQMParseError, build_sqm_prompt, parse_sqm_output
+from ..judge_training.rewards import relation_agreement
+from ..ranking import pairwise_relations, tie_rate
+
+RANKING_COLUMNS = ("src_text", "src_lang", "trg_lang", "mt_texts", "scores")
+MAX_RETRIES_LIMIT = 10
+
+# -- data --------------------------------------------------------------------------------------------------------
+
+
+def load_ranking_dataset(name_or_path: str, split: str = "test", config: str | None = None):
+    """Load a ranking dataset from a local file, a local folder or the hub, and check its columns.
+
+    * a file (``.parquet``, ``.jsonl``, ``.json``, ``.csv``): the whole file, whatever ``split`` says;
+    * a folder: the file ``<split>.parquet`` / ``<split>.jsonl`` / ``<split>.json`` in it;
+    * anything else: ``datasets.load_dataset(name_or_path, config, split=split)``.
+
+    Example:
+        >>> load_ranking_dataset("data/ranking_test.jsonl")  # doctest: +SKIP
+    """
+    from datasets import load_dataset
+
+    path = Path(name_or_path)
+    builders = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+    if path.is_file():
+        if path.suffix not in builders:
+            raise ValueError(f"cannot read {path}: use a .parquet, .jsonl, .json or .csv file")
+        ds = load_dataset(builders[path.suffix], data_files=str(path), split="train")
+    elif path.is_dir():
+        files = [path / f"{split}{suffix}" for suffix in (".parquet", ".jsonl", ".json")]
+        found = next((f for f in files if f.is_file()), None)
+        if found is None:
+            raise ValueError(f"no {split}.parquet, {split}.jsonl or {split}.json in {path}")
+        ds = load_dataset(builders[found.suffix], data_files=str(found), split="train")
+    else:
+        ds = load_dataset(name_or_path, config, split=split)
+    missing = [c for c in RANKING_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"{name_or_path} lacks ranking column(s) {missing}; it has {ds.column_names}")
+    return ds
+
+
+@dataclass(frozen=True)
+class RankingGroup:
+    """One labelled group: a source, its candidate translations and their true scores (higher = better)."""
+
+    index: int
+    source_text: str
+    source_language: str
+    target_language: str
+    candidates: list[str]
+    scores: list[float]
+
+    @property
+    def language_pair(self) -> str:
+        return f"{self.source_language}-{self.target_language}"
+
+
+def groups_from_dataset(ds: Iterable[dict[str, Any]]) -> list[RankingGroup]:
+    """Rows of a ranking dataset as :class:`RankingGroup` objects (scores must be finite numbers)."""
+    groups = []
+    for index, row in enumerate(ds):
+        candidates, scores = list(row["mt_texts"]), list(row["scores"])
+        if len(candidates) != len(scores):
+            raise ValueError(f"row {index}: {len(candidates)} candidates but {len(scores)} scores")
+        for score in scores:
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+                raise ValueError(f"row {index}: scores must be finite numbers, got {scores}")
+        groups.append(
+            RankingGroup(index, str(row["src_text"]), str(row["src_lang"]), str(row["trg_lang"]), candidates, scores)
+        )
+    return groups
+
+
+# -- judges ------------------------------------------------------------------------------------------------------
+
+
+class JudgeAnswerError(ValueError):
+    """A judge answer that does not parse."""
+
+
+class RankingJudge(abc.ABC):
+    """How one kind of judge is asked about a group and how its answers become per-candidate scores.
+
+    A judge sees candidates in the order they are shown (the evaluator permutes them and maps the scores back).
+    ``prompts`` returns any number of chat prompts for the group (one for a group-wise judge, one per candidate for
+    a pointwise judge, one per pair for a pairwise judge); ``parse`` reads one answer (raise
+    :class:`JudgeAnswerError`, or any ``ValueError``, when it does not parse) and returns something JSON-serialisable
+    kept in the audit log; ``combine`` turns the parsed answers of all prompts, in prompt order, into one score per
+    shown candidate (higher = better; for a pairwise judge e.g. its number of wins).
+
+    Example:
+        >>> class LengthJudge(RankingJudge):  # a toy judge: prefers shorter candidates, no model call needed
+        ...     name = "length"
+        ...     def prompts(self, group, candidates):
+        ...         return [[{"role": "user", "content": c}] for c in candidates]
+        ...     def parse(self, text, prompt_index, num_candidates):
+        ...         return -len(text)
+        ...     def combine(self, parsed, num_candidates):
+        ...         return parsed
+    """
+
+    name: str = "judge"
+    #: Largest group the judge can take (``None``: no limit). Larger groups are skipped and counted.
+    max_candidates: int | None = None
+
+    @abc.abstractmethod
+    def prompts(self, group: RankingGroup, candidates: Sequence[str]) -> list[Messages]:
+        """Chat prompts for the group with its candidates in the given (shown) order."""
+
+    @abc.abstractmethod
+    def parse(self, text: str, prompt_index: int, num_candidates: int) -> Any:
+        """Parse the answer to prompt ``prompt_index``."""
+
+    @abc.abstractmethod
+    def combine(self, parsed: list[Any], num_candidates: int) -> list[float]:
+        """One score per shown candidate from the parsed answers of every prompt."""
+
+    def describe(self) -> dict[str, Any]:
+        """Settings written to the JSON output."""
+        return {"name": self.name}
+
+
+class GQMJudge(RankingJudge):
+    """This package's GRRM judge format: one prompt per group, scores for every candidate in one answer.
+
+    ``ranking_mismatch="fail"`` treats an answer whose ranking line contradicts its scores as unparsable; by default
+    the scores are used and the disagreement is only recorded (``ranking_agrees`` in the audit).
+    """
+
+    name = "gqm"
+    max_candidates = len(CANDIDATE_IDS)
+
+    def __init__(self, ranking_mismatch: str = "count", language_names: dict[str, str] | None = None) -> None:
+        if ranking_mismatch not in ("count", "fail"):
+            raise ValueError(f"ranking_mismatch must be 'count' or 'fail', got {ranking_mismatch!r}")
+        self.ranking_mismatch = ranking_mismatch
+        self.language_names = language_names
+
+    def prompts(self, group: RankingGroup, candidates: Sequence[str]) -> list[Messages]:
+        prompt = build_gqm_prompt(
+            group.source_text, list(candidates), group.source_language, group.target_language,
+            language_names=self.language_names,
+        )
+        return [[{"role": "user", "content": prompt}]]
+
+    def parse(self, text: str, prompt_index: int, num_candidates: int) -> dict[str, Any]:
+        ids = list(CANDIDATE_IDS[:num_candidates])
+        try:
+            judgment = parse_gqm_output(text, ids)
+        except GQMParseError as error:
+            raise JudgeAnswerError(str(error)) from None
+        if self.ranking_mismatch == "fail" and judgment.ranking_agrees is False:
+            raise JudgeAnswerError("the ranking line disagrees with the scores")
+        return {"scores": judgment.ordered_scores(ids), "ranking_agrees": judgment.ranking_agrees}
+
+    def combine(self, parsed: list[Any], num_candidates: int) -> list[float]:
+        return list(parsed[0]["scores"])
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "ranking_mismatch": self.ranking_mismatch}
+
+
+class SQMJudge(RankingJudge):
+    """A pointwise judge: one prompt per candidate (:func:`trl_grrm.formats.sqm.build_sqm_prompt`), 0-10 each.
+
+    The prompt is the GRRM paper's SQM-GenRM baseline prompt. The candidate order cannot matter to it, so extra
+    permutations only repeat the same prompts (informative only when sampling).
+    """
+
+    name = "sqm"
+
+    def __init__(self, language_names: dict[str, str] | None = None) -> None:
+        self.language_names = language_names
+
+    def prompts(self, group: RankingGroup, candidates: Sequence[str]) -> list[Messages]:
+        return [
+            [{"role": "user", "content": build_sqm_prompt(
+                group.source_text, candidate, group.source_language, group.target_language,
+                language_names=self.language_names,
+            )}]
+            for candidate in candidates
+        ]  # fmt: skip
+
+    def parse(self, text: str, prompt_index: int, num_candidates: int) -> int:
+        try:
+            return parse_sqm_output(text)
+        except SQMParseError as error:
+            raise JudgeAnswerError(str(error)) from None
+
+    def combine(self, parsed: list[Any], num_candidates: int) -> list[float]:
+        return [float(score) for score in parsed]
+
+
+JUDGES: dict[str, type[RankingJudge]] = {"gqm": GQMJudge, "sqm": SQMJudge}
+"""Judges selectable with ``--judge``; register more here (e.g. pairwise judges)."""
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    evaluation: _Evaluation
+    prompt_index: int
+    messages: Messages
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    parsed: Any = None
+    done: bool = False
+    failure: str | None = None  # parse_failed | prompt_too_long | unavailable
+
+
+@dataclass
+class _Evaluation:
+    group: RankingGroup
+    permutation: int
+    order: list[int]  # order[i] = index in group.candidates of the candidate shown at position i
+    requests: list[_Request] = field(default_factory=list)
+    scores: list[float] | None = None  # in the group's stored order
+    failure: str | None = None
+
+
+def permutation_orders(num_candidates: int, count: int, rng: random.Random) -> list[list[int]]:
+    """``count`` candidate orders: the stored order first, then distinct random orders while any are left.
+
+    Once every order of the group has been used (``n!`` of them), further orders repeat random ones.
+
+    Example:
+        >>> permutation_orders(2, 3, random.Random(0))
+        [[0, 1], [1, 0], [0, 1]]
+    """
+    orders = [list(range(num_candidates))]
+    seen = {tuple(orders[0])}
+    total = math.factorial(num_candidates)
+    while len(orders) < count:
+        order = list(range(num_candidates))
+        rng.shuffle(order)
+        if tuple(order) in seen and len(seen) < total:
+            continue
+        seen.add(tuple(order))
+        orders.append(order)
+    return orders
+
+
+def _relation_accuracy(predicted: Sequence[float], truth: Sequence[float], ties: str) -> float:
+    return relation_agreement(dict(enumerate(predicted)), dict(enumerate(truth)), ties)
+
+
+def judge_groups(
+    groups: Sequence[RankingGroup],
+    judge: RankingJudge,
+    engine: JudgeEngine,
+    sampling: SamplingSettings,
+    *,
+    permutations: int = 1,
+    seed: int = 0,
+    max_retries: int = 2,
+    retry_temperature: float = 1.0,
+    progress: Any = None,
+) -> list[_Evaluation]:
+    """Ask ``judge`` (through ``engine``) about every group in ``permutations`` candidate orders.
+
+    Round 0 sends every prompt of every order in one ``engine.generate`` call; each retry round sends the prompts
+    whose answers did not parse, at ``max(retry_temperature, sampling.temperature)``. Engine errors (prompt too
+    long, engine unavailable) are final. ``progress(completed, total, description)`` is called after each round.
+    """
+    if permutations < 1:
+        raise ValueError(f"permutations must be >= 1, got {permutations}")
+    if not 0 <= max_retries <= MAX_RETRIES_LIMIT:
+        raise ValueError(f"max_retries must be in 0..{MAX_RETRIES_LIMIT}, got {max_retries}")
+    evaluations: list[_Evaluation] = []
+    requests: list[_Request] = []
+    for group in groups:
+        rng = random.Random(f"{seed}-{group.index}")
+        for number, order in enumerate(permutation_orders(len(group.candidates), permutations, rng)):
+            evaluation = _Evaluation(group, number, order)
+            shown = [group.candidates[i] for i in order]
+            for prompt_index, messages in enumerate(judge.prompts(group, shown)):
+                request = _Request(evaluation, prompt_index, messages)
+                evaluation.requests.append(request)
+                requests.append(request)
+            evaluations.append(evaluation)
+
+    pending = requests
+    completed = 0
+    if progress is not None:
+        progress(completed, len(requests), "round 1")
+    for attempt in range(max_retries + 1):
+        if not pending:
+            break
+        temperature = sampling.temperature if attempt == 0 else max(retry_temperature, sampling.temperature)
+        settings = SamplingSettings(
+            temperature=temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            # A new seed per round: a retry at the same temperature and seed would repeat the failed answer.
+            seed=None if sampling.seed is None else sampling.seed + 1_000_003 * attempt,
+        )
+        outputs = engine.generate([r.messages for r in pending], settings)
+        if len(outputs) != len(pending):
+            raise RuntimeError(f"the engine answered {len(outputs)} of {len(pending)} prompts")
+        for request, output in zip(pending, outputs):
+            _accept(request, output, judge, attempt, temperature)
+        if attempt == max_retries:
+            for request in pending:
+                if not request.done:
+                    request.done, request.failure = True, "parse_failed"
+        completed += sum(r.done for r in pending)
+        pending = [r for r in pending if not r.done]
+        if progress is not None:
+            progress(completed, len(requests), f"retry {attempt + 1}/{max_retries}" if pending else "done")
+
+    for evaluation in evaluations:
+        failures = [r.failure for r in evaluation.requests if r.failure]
+        if failures:
+            # The most telling reason: an engine-side problem over a format problem.
+            evaluation.failure = next(
+                (f for f in ("unavailable", "prompt_too_long", "parse_failed") if f in failures), failures[0]
+            )
+            continue
+        n = len(evaluation.order)
+        shown_scores = judge.combine([r.parsed for r in evaluation.requests], n)
+        if len(shown_scores) != n:
+            raise RuntimeError(f"judge {judge.name} returned {len(shown_scores)} scores for {n} candidates")
+        scores: list[float] = [0.0] * n
+        for position, original in enumerate(evaluation.order):
+            scores[original] = shown_scores[position]
+        evaluation.scores = scores
+    return evaluations
+
+
+def _accept(request: _Request, output: JudgeOutput, judge: RankingJudge, attempt: int, temperature: float) -> None:
+    record: dict[str, Any] = {"attempt": attempt, "temperature": temperature, "response": output.text}
+    record["prompt_tokens"], record["completion_tokens"] = output.prompt_tokens, output.completion_tokens
+    request.attempts.append(record)
+    if output.error is not None:
+        record["error"], record["detail"] = output.error, output.detail
+        request.done = True
+        request.failure = "prompt_too_long" if output.error == "prompt_too_long" else "unavailable"
+        return
+    try:
+        parsed = judge.parse(output.text or "", request.prompt_index, len(request.evaluation.order))
+    except ValueError as error:
+        record["parse_error"] = str(error)
+        return
+    record["parsed"] = parsed
+    request.parsed, request.done = parsed, True
+
+
+# -- metrics -----------------------------------------------------------------------------------------------------
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _one_permutation(evaluations: Sequence[_Evaluation]) -> dict[str, Any]:
+    strict, lenient, parsed_strict, ties, truth_ties = [], [], [], [], []
+    failures = {"parse_failed": 0, "prompt_too_long": 0, "unavailable": 0}
+    for evaluation in evaluations:
+        truth = evaluation.group.scores
+        truth_ties.append(tie_rate(dict(enumerate(truth))))
+        if evaluation.scores is None:
+            strict.append(0.0)
+            lenient.append(0.0)
+            failures[evaluation.failure or "parse_failed"] += 1
+            continue
+        value = _relation_accuracy(evaluation.scores, truth, "class")
+        strict.append(value)
+        parsed_strict.append(value)
+        lenient.append(_relation_accuracy(evaluation.scores, truth, "half"))
+        ties.append(tie_rate(dict(enumerate(evaluation.scores))))
+    count = len(evaluations)
+    return {
+        "accuracy": _mean(strict),
+        "accuracy_tie_lenient": _mean(lenient),
+        "accuracy_parsed": _mean(parsed_strict),
+        "parse_failure_rate": sum(failures.values()) / count if count else None,
+        "tie_rate": _mean(ties),
+        "truth_tie_rate": _mean(truth_ties),
+        "failures": failures,
+    }
+
+
+def summarize(evaluations: Sequence[_Evaluation], permutations: int) -> dict[str, Any]:
+    """Metrics of one subset of groups (see the module doc), averaged over the permutations."""
+    by_permutation = [[e for e in evaluations if e.permutation == p] for p in range(permutations)]
+    per = [_one_permutation(subset) for subset in by_permutation]
+    first = by_permutation[0]
+    result: dict[str, Any] = {
+        "groups": len(first),
+        "pairs": sum(math.comb(len(e.group.candidates), 2) for e in first),
+    }
+    for key in ("accuracy", "accuracy_tie_lenient", "accuracy_parsed", "parse_failure_rate", "tie_rate",
+                "truth_tie_rate"):  # fmt: skip
+        values = [p[key] for p in per if p[key] is not None]
+        result[key] = _mean(values)
+    result["failures"] = {k: sum(p["failures"][k] for p in per) for k in per[0]["failures"]}
+    requests = [r for e in evaluations for r in e.requests]
+    answers = [a for r in requests for a in r.attempts if "error" not in a]
+    result["requests"] = len(requests)
+    result["answers"] = len(answers)
+    result["retries"] = sum(a["attempt"] > 0 for r in requests for a in r.attempts)
+    result["answer_parse_failure_rate"] = _mean([float("parse_error" in a) for a in answers])
+    if permutations > 1:
+        accuracies = [p["accuracy"] for p in per]
+        result["per_permutation"] = {
+            key: [p[key] for p in per]
+            for key in ("accuracy", "accuracy_tie_lenient", "accuracy_parsed", "parse_failure_rate", "tie_rate")
+        }
+        result["accuracy_spread"] = max(accuracies) - min(accuracies)
+        result["accuracy_std"] = statistics.pstdev(accuracies)
+        by_group: dict[int, list[_Evaluation]] = {}
+        for evaluation in evaluations:
+            by_group.setdefault(evaluation.group.index, []).append(evaluation)
+        complete = [evs for evs in by_group.values() if all(e.scores is not None for e in evs)]
+        result["ranking_consistency"] = _mean(
+            [float(len({tuple(pairwise_relations(dict(enumerate(e.scores))).values()) for e in evs}) == 1)
+             for evs in complete]
+        )  # fmt: skip
+        averaged_strict, averaged_lenient = [], []
+        for evs in by_group.values():
+            scored = [e.scores for e in evs if e.scores is not None]
+            truth = evs[0].group.scores
+            if not scored:
+                averaged_strict.append(0.0)
+                averaged_lenient.append(0.0)
+                continue
+            mean_scores = [sum(column) / len(scored) for column in zip(*scored)]
+            averaged_strict.append(_relation_accuracy(mean_scores, truth, "class"))
+            averaged_lenient.append(_relation_accuracy(mean_scores, truth, "half"))
+        result["score_averaged"] = {
+            "accuracy": _mean(averaged_strict),
+            "accuracy_tie_lenient": _mean(averaged_lenient),
+        }
+    return result
+
+
+def summarize_all(evaluations: Sequence[_Evaluation], permutations: int) -> dict[str, Any]:
+    """``{"overall": {...}, "by_language_pair": {"en-de": {...}, ...}}``."""
+    pairs = sorted({e.group.language_pair for e in evaluations})
+    return {
+        "overall": summarize(evaluations, permutations) if evaluations else {},
+        "by_language_pair": {
+            pair: summarize([e for e in evaluations if e.group.language_pair == pair], permutations) for pair in pairs
+        },
+    }
+
+
+def audit_records(evaluations: Sequence[_Evaluation]) -> list[dict[str, Any]]:
+    """One JSON record per group with every prompt and answer of every order."""
+    records: dict[int, dict[str, Any]] = {}
+    for evaluation in evaluations:
+        group = evaluation.group
+        record = records.setdefault(group.index, {
+            "index": group.index,
+            "src_lang": group.source_language,
+            "trg_lang": group.target_language,
+            "src_text": group.source_text,
+            "mt_texts": group.candidates,
+            "truth": group.scores,
+            "evaluations": [],
+        })  # fmt: skip
+        accuracy = lenient = 0.0
+        if evaluation.scores is not None:
+            accuracy = _relation_accuracy(evaluation.scores, group.scores, "class")
+            lenient = _relation_accuracy(evaluation.scores, group.scores, "half")
+        record["evaluations"].append({
+            "permutation": evaluation.permutation,
+            "order": evaluation.order,
+            "scores": evaluation.scores,
+            "failure": evaluation.failure,
+            "accuracy": accuracy,
+            "accuracy_tie_lenient": lenient,
+            "requests": [
+                {"prompt": r.messages[-1]["content"], "parsed": r.parsed, "failure": r.failure, "attempts": r.attempts}
+                for r in evaluation.requests
+            ],
+        })  # fmt: skip
+    return list(records.values())
+
+
+# -- output ------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, percent: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if percent else str(value)
+
+
+def render_table(metrics: dict[str, Any], title: str, console: Any) -> None:
+    """Print the metrics as rich tables: one row per language pair plus overall, then (k > 1) the position bias."""
+    from rich.table import Table
+
+    rows = [*metrics["by_language_pair"].items(), ("overall", metrics["overall"])]
+    table = Table(title=f"{title}\npairwise ranking accuracy, %", title_justify="left")
+    headers = ("pair", "groups", "pairs", "acc", "tie-lenient", "acc parsed", "parse fail", "ties", "true ties")
+    for header in headers:
+        table.add_column(header, justify="left" if header == "pair" else "right")
+    for name, m in rows:
+        table.add_row(
+            name, str(m["groups"]), str(m["pairs"]), _fmt(m["accuracy"]), _fmt(m["accuracy_tie_lenient"]),
+            _fmt(m["accuracy_parsed"]), _fmt(m["parse_failure_rate"]), _fmt(m["tie_rate"]), _fmt(m["truth_tie_rate"]),
+            style="bold" if name == "overall" else None,
+        )  # fmt: skip
+    console.print(table)
+    if "per_permutation" not in metrics["overall"]:
+        return
+    count = len(metrics["overall"]["per_permutation"]["accuracy"])
+    bias = Table(title="accuracy per candidate order (0 = stored order), %", title_justify="left")
+    bias.add_column("pair", justify="left")
+    for p in range(count):
+        bias.add_column(f"order {p}", justify="right")
+    for header in ("spread", "std", "same ranking", "score-avg acc"):
+        bias.add_column(header, justify="right")
+    for name, m in rows:
+        bias.add_row(
+            name, *(_fmt(v) for v in m["per_permutation"]["accuracy"]), _fmt(m["accuracy_spread"]),
+            _fmt(m["accuracy_std"]), _fmt(m["ranking_consistency"]), _fmt(m["score_averaged"]["accuracy"]),
+            style="bold" if name == "overall" else None,
+        )  # fmt: skip
+    console.print(bias)
+
+
+def save_plot(metrics: dict[str, Any], path: str | Path, title: str) -> None:
+    """Bar chart of strict and tie-lenient accuracy per language pair (and per candidate order when k > 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [*metrics["by_language_pair"].items(), ("overall", metrics["overall"])]
+    multi = "per_permutation" in metrics["overall"]
+    fig, axes = plt.subplots(1, 2 if multi else 1, figsize=(12 if multi else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    positions = list(range(len(rows)))
+    width = 0.38
+    strict = [100 * (m["accuracy"] or 0.0) for _, m in rows]
+    lenient = [100 * (m["accuracy_tie_lenient"] or 0.0) for _, m in rows]
+    ax.bar([x - width / 2 for x in positions], strict, width, label="ties as a class")
+    ax.bar([x + width / 2 for x in positions], lenient, width, label="tie-lenient")
+    ax.set_xticks(positions, [name for name, _ in rows], rotation=30, ha="right")
+    ax.set_ylabel("pairwise ranking accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("accuracy by language pair")
+    ax.legend(loc="lower right")
+    if multi:
+        ax = axes[0][1]
+        for name, m in rows:
+            values = [100 * v for v in m["per_permutation"]["accuracy"]]
+            ax.plot(range(len(values)), values, marker="o", label=name)
+        ax.set_xticks(range(len(m["per_permutation"]["accuracy"])))
+        ax.set_xlabel("candidate order (0 = stored)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("accuracy per candidate order")
+        ax.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trl-grrm eval-ranking",
+        description="Measure a judge's pairwise ranking accuracy on a ranking dataset "
+        "(columns src_text, src_lang, trg_lang, mt_texts, scores).",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", required=True, help="A .parquet/.jsonl/.json/.csv file, a folder with "
+                      "<split>.parquet|jsonl|json, or a hub dataset id.")  # fmt: skip
+    data.add_argument("--split", default="test", help="Split to evaluate (folders and hub datasets). Default: test.")
+    data.add_argument("--dataset-config", default=None, help="Hub dataset configuration name.")
+    data.add_argument("--limit", type=int, default=None, help="Evaluate only the first N groups.")
+
+    judge = parser.add_argument_group("judge")
+    judge.add_argument("--judge", choices=sorted(JUDGES), default="gqm",
+                       help="gqm: group-wise GRRM prompt (one per group); sqm: pointwise 0-10 prompt (one per "
+                       "candidate). Default: gqm.")  # fmt: skip
+    judge.add_argument("--ranking-mismatch", choices=["count", "fail"], default="count",
+                       help="gqm: an answer whose ranking line contradicts its scores is only recorded (count) or "
+                       "treated as unparsable (fail).")  # fmt: skip
+    judge.add_argument("--backend", choices=["vllm", "openai", "transformers"], default="vllm")
+    judge.add_argument("--model", required=True, help="Hub id or local path (vllm, transformers) or the served model "
+                       "name (openai).")  # fmt: skip
+    judge.add_argument("--base-url", action="append", default=None,
+                       help="openai: server base URL, e.g. http://host:8000/v1 (repeat to spread requests).")
+    judge.add_argument("--api-key-env", default="JUDGE_API_KEY",
+                       help="openai: environment variable with the API key (default JUDGE_API_KEY; unset: EMPTY).")
+    judge.add_argument("--max-concurrency", type=int, default=64, help="openai: concurrent requests.")
+    judge.add_argument("--request-timeout", type=float, default=600.0, help="openai: seconds per request.")
+    judge.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm")
+    judge.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm")
+    judge.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + answer).")
+    judge.add_argument("--dtype", default="auto", help="vllm / transformers weights dtype.")
+    judge.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs.")
+    judge.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call.")
+    judge.add_argument("--device", default=None, help="transformers: torch device.")
+
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--temperature", type=float, default=0.0, help="First-attempt temperature (0 = greedy).")
+    sampling.add_argument("--top-p", type=float, default=1.0)
+    sampling.add_argument("--max-tokens", type=int, default=4096, help="Longest judge answer in tokens.")
+    sampling.add_argument("--max-retries", type=int, default=2,
+                          help=f"Re-asks of answers that do not parse (0-{MAX_RETRIES_LIMIT}). Default 2.")
+    sampling.add_argument("--retry-temperature", type=float, default=1.0,
+                          help="Temperature of the re-asks (at least --temperature). Default 1.0.")
+    sampling.add_argument("--seed", type=int, default=0, help="Seeds the candidate orders and the sampling.")
+    sampling.add_argument("--permutations", type=int, default=1,
+                          help="Judge each group in K candidate orders (the stored one + K-1 seeded shuffles) and "
+                          "report accuracy per order and its spread.")  # fmt: skip
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", default="ranking_eval.json", help="JSON results with every judge answer.")
+    out.add_argument("--plot", default=None, help="PNG plot path (default: --output with .png).")
+    out.add_argument("--no-progress", action="store_true", help="Do not show the progress bar.")
+    return parser
+
+
+def build_engine(args: argparse.Namespace) -> JudgeEngine:
+    """The judge engine the command-line arguments describe."""
+    if args.backend == "openai":
+        if not args.base_url:
+            raise ValueError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+        return OpenAIEngine(
+            model=args.model,
+            base_urls=args.base_url,
+            api_key_env=args.api_key_env,
+            max_concurrency=args.max_concurrency,
+            timeout=args.request_timeout,
+        )
+    if args.backend == "vllm":
+        return VLLMEngine(
+            model=args.model,
+            tensor_parallel_size=args.tensor_parallel_size,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
+            dtype=args.dtype,
+            enforce_eager=args.enforce_eager,
+            seed=args.seed,
+        )
+    return TransformersEngine(model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.permutations < 1:
+        raise ValueError("--permutations must be >= 1")
+    if not 0 <= args.max_retries <= MAX_RETRIES_LIMIT:
+        raise ValueError(f"--max-retries must be in 0..{MAX_RETRIES_LIMIT}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError("--limit must be >= 1")
+    if args.temperature < 0 or args.retry_temperature < 0:
+        raise ValueError("temperatures must be >= 0")
+
+
+class _Progress:
+    """A rich progress bar over judge prompts (updated once per engine round), on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress = None
+        self._task = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]judging[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=Console(stderr=True),
+            )  # fmt: skip
+
+    def __enter__(self) -> _Progress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, completed: int, total: int, description: str) -> None:
+        if self._progress is None:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task(description, total=total)
+        self._progress.update(self._task, completed=completed, total=total, description=description)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``trl-grrm eval-ranking``; returns the exit status."""
+    from rich.console import Console
+
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    # Logs and CI captures are not terminals; rich would squeeze the table into 80 columns there.
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    try:
+        _check_args(args)
+        dataset = load_ranking_dataset(args.dataset, split=args.split, config=args.dataset_config)
+        if args.limit is not None:
+            dataset = dataset.select(range(min(args.limit, len(dataset))))
+        all_groups = groups_from_dataset(dataset)
+        judge = GQMJudge(ranking_mismatch=args.ranking_mismatch) if args.judge == "gqm" else JUDGES[args.judge]()
+        engine = build_engine(args)
+    except (ValueError, FileNotFoundError) as error:  # bad arguments, missing files, unknown hub datasets
+        print(f"trl-grrm eval-ranking: error: {error}", file=sys.stderr)
+        return 2
+    limit = judge.max_candidates or math.inf
+    groups = [g for g in all_groups if 2 <= len(g.candidates) <= limit]
+    kept = {g.index for g in groups}
+    skipped = [g.index for g in all_groups if g.index not in kept]
+    if not groups:
+        print("trl-grrm eval-ranking: error: no group with 2 or more candidates to evaluate", file=sys.stderr)
+        return 2
+
+    sampling = SamplingSettings(
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
+    )
+    started = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        with _Progress(enabled=not args.no_progress) as progress:
+            evaluations = judge_groups(
+                groups, judge, engine, sampling,
+                permutations=args.permutations, seed=args.seed, max_retries=args.max_retries,
+                retry_temperature=args.retry_temperature, progress=progress,
+            )  # fmt: skip
+    finally:
+        engine.close()
+    elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+
+    metrics = summarize_all(evaluations, args.permutations)
+    title = f"{args.judge} judge {args.model} ({args.backend}) on {args.dataset}"
+    output = Path(args.output)
+    plot = Path(args.plot) if args.plot else output.with_suffix(".png")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "command": "eval-ranking",
+        "created": started.isoformat(),
+        "elapsed_s": elapsed,
+        "args": vars(args),  # api_key_env is the variable's name, never the key
+        "judge": judge.describe(),
+        "dataset": {"name": args.dataset, "split": args.split, "groups": len(all_groups), "evaluated": len(groups),
+                    "skipped_groups": skipped},
+        "metrics": metrics,
+        "groups": audit_records(evaluations),
+    }
+    output.write_text(json.dumps(result, ensure_ascii=False, indent=1))
+    try:
+        save_plot(metrics, plot, title)
+    except ImportError:  # matplotlib is an optional dependency (the `eval` extra)
+        print("trl-grrm eval-ranking: matplotlib is not installed (pip install 'trl-grrm[eval]'); no plot written",
+              file=sys.stderr)  # fmt: skip
+        plot = None
+    render_table(metrics, title, console)
+    console.print(f"results: {output}" + (f"\nplot: {plot}" if plot else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
