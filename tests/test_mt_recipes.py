@@ -1,0 +1,206 @@
+"""The MT recipes run for real: the embedded CPU default, and 2-process ZeRO-3 runs with a `vllm serve` judge, the
+in-process vLLM judge engine, and LoRA; plus the SFT recipe. Each run is a subprocess, as a user would start it.
+
+All runs share one cache folder (TRL_GRRM_CACHE_DIR), so the tiny demo policy is built (SFT cold start, ~20 s) once.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "grpo_mt.py"
+CPU_CONFIG = REPO / "recipes" / "configs" / "grpo_mt_cpu_test.yaml"
+CPU_ZERO3 = REPO / "accelerate_configs" / "cpu_zero3.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("trl_grrm_cache")
+
+
+def run(command: list[str], cwd: Path, cache_dir: Path, timeout: int = 600) -> str:
+    env = {
+        **os.environ,
+        "TRL_GRRM_CACHE_DIR": str(cache_dir),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    return output
+
+
+def logged_metrics(output: str) -> list[dict]:
+    """The per-step metric dicts the Trainer printed (``{'loss': ..., ...}``)."""
+    logs = []
+    for line in output.splitlines():
+        start = line.find("{'loss'")
+        if start < 0:
+            continue
+        end = line.find("}", start)
+        entry = ast.literal_eval(line[start : end + 1])
+        logs.append({k: (float(v) if isinstance(v, str) else v) for k, v in entry.items()})
+    return logs
+
+
+def check_run(output: str, output_dir: Path, steps: int, *, generations: int | None = None,
+              adapter: bool = False) -> tuple[list[dict], list[dict]]:
+    """Model, model card, completions and audit logs exist; metrics were logged every step (the judge's on the steps
+    that generate). Returns (logs, audit)."""
+    weights = "adapter_model.safetensors" if adapter else "model.safetensors"
+    assert (output_dir / weights).is_file(), sorted(p.name for p in output_dir.iterdir())
+    assert (output_dir / "tokenizer_config.json").is_file()
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert "## Translation recipe (trl-grrm)" in card and '"score_scale": 0.01' in card
+    completions = sorted((output_dir / "completions").glob("completions_*.parquet"))
+    assert len(completions) == steps
+    audit = [json.loads(line) for line in (output_dir / "judge_audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert audit
+    logs = logged_metrics(output)
+    assert len(logs) == steps
+    assert all(math.isfinite(entry["loss"]) for entry in logs)
+    judged_steps = [entry for entry in logs if "grrm_judge/groups" in entry]
+    assert len(judged_steps) == (steps if generations is None else generations)
+    for entry in judged_steps:
+        assert entry["grrm_judge/groups"] > 0
+        assert "rewards/grrm_judge/mean" in entry and "reward_std" in entry
+    # the recipe's closing summary names every output
+    for label in ("model:", "model card:", "completions logs:", "judge audit log:"):
+        assert label in output
+    assert str((output_dir / "judge_audit.jsonl").resolve()) in output
+    return logs, audit
+
+
+def check_judge_rewards_vary(output_dir: Path, audit: list[dict]) -> None:
+    """Not everything fell back: groups were scored, and rewards differ within groups."""
+    scored = [r for r in audit if r["scores"] is not None]
+    assert scored, "no group was judged"
+    assert any(len(set(r["scores"])) > 1 for r in scored)
+    frames = pd.concat(pd.read_parquet(p) for p in sorted((output_dir / "completions").glob("*.parquet")))
+    rewards = frames["grrm_judge"].dropna()
+    assert rewards.nunique() > 2
+    assert (frames["advantage"].abs() > 0).any()
+
+
+def check_judged_by_engine(audit: list[dict]) -> None:
+    """A real (tiny, random) judge model answered: requests were sent and its answers recorded (they are noise, so
+    those groups fall back)."""
+    attempts = [a for r in audit for a in r["attempts"]]
+    assert attempts, "the judge was never asked"
+    assert all(a.get("error") is None for a in attempts)
+    assert all(isinstance(a["response"], str) and a["response"] for a in attempts)
+    assert all(r["unjudged_reason"] in ("parse_failed", "too_few_distinct", None) for r in audit)
+
+
+# -- the embedded default ------------------------------------------------------------------------------------------
+
+
+def test_embedded_default_python(tmp_path, cache_dir):
+    output = run([sys.executable, str(RECIPE)], cwd=tmp_path, cache_dir=cache_dir)
+    assert "JUDGE: STAND-IN (not a GRRM judge)" in output and "--judge_backend openai" in output
+    output_dir = tmp_path / "outputs" / "grpo-mt-tiny"
+    logs, audit = check_run(output, output_dir, steps=12, generations=6)  # steps_per_generation 2
+    check_judge_rewards_vary(output_dir, audit)
+    assert "stand-in judge" in (output_dir / "README.md").read_text(encoding="utf-8")
+    assert any(entry.get("grrm_judge/judge_calls", 0) > 0 for entry in logs)
+
+
+def test_embedded_default_accelerate_launch(tmp_path, cache_dir):
+    output = run(["accelerate", "launch", str(RECIPE), "--max_steps", "4"], cwd=tmp_path, cache_dir=cache_dir)
+    output_dir = tmp_path / "outputs" / "grpo-mt-tiny"
+    _, audit = check_run(output, output_dir, steps=4, generations=2)
+    check_judge_rewards_vary(output_dir, audit)
+
+
+# -- 2 processes, DeepSpeed ZeRO-3 on CPU --------------------------------------------------------------------------
+
+
+def launch_2_processes(extra: list[str], tmp_path: Path, cache_dir: Path) -> tuple[str, Path]:
+    output_dir = tmp_path / "out"
+    command = [
+        "accelerate", "launch", "--config_file", str(CPU_ZERO3), "--num_processes", "2", str(RECIPE),
+        "--config", str(CPU_CONFIG), "--output_dir", str(output_dir), *extra,
+    ]
+    return run(command, cwd=REPO, cache_dir=cache_dir), output_dir
+
+
+def test_two_processes_judge_served_by_vllm_serve(tmp_path, cache_dir, tiny_model_dir):
+    pytest.importorskip("vllm")
+    from trl_grrm.testing.vllm_server import start_vllm_server
+
+    with start_vllm_server(tiny_model_dir, served_model_name="tiny-judge", max_model_len=1024, timeout_s=300) as url:
+        output, output_dir = launch_2_processes(
+            ["--judge_backend", "openai", "--judge_base_url", url, "--judge_model", "tiny-judge"], tmp_path, cache_dir
+        )
+    assert f"judge: tiny-judge via openai at {url}" in output
+    logs, audit = check_run(output, output_dir, steps=2)
+    check_judged_by_engine(audit)
+    assert sum(entry["grrm_judge/judge_calls"] for entry in logs) > 0
+    assert all(entry["grrm_judge/judge_output_tokens"] <= 32 for entry in logs)  # judge_max_tokens of the config
+
+
+def test_two_processes_in_process_vllm_judge_with_plain_grpo(tmp_path, cache_dir, tiny_model_dir):
+    pytest.importorskip("vllm")
+    output, output_dir = launch_2_processes(
+        [
+            "--trainer", "grpo",
+            "--judge_backend", "vllm", "--judge_model", tiny_model_dir, "--judge_on", "main_process",
+            "--judge_vllm_max_model_len", "1024",
+            "--judge_kwargs", json.dumps({"vllm_enforce_eager": True, "vllm_dtype": "float32"}),
+        ],
+        tmp_path, cache_dir,
+    )
+    logs, audit = check_run(output, output_dir, steps=2)
+    check_judged_by_engine(audit)
+    assert sum(entry["grrm_judge/judge_calls"] for entry in logs) > 0
+    assert not any(key.startswith("gspo/") for key in logs[0])  # trl.GRPOTrainer, not GSPOTrainer
+    assert "tags:" in (output_dir / "README.md").read_text(encoding="utf-8")
+
+
+def test_two_processes_lora(tmp_path, cache_dir):
+    output, output_dir = launch_2_processes(
+        ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj"],
+        tmp_path, cache_dir,
+    )
+    logs, audit = check_run(output, output_dir, steps=2, adapter=True)
+    adapter = json.loads((output_dir / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    assert any(key.startswith("gspo/") for key in logs[0])
+    assert any(r["scores"] is not None for r in audit)  # the stand-in judge scored groups
+
+
+# -- the SFT recipe ------------------------------------------------------------------------------------------------
+
+
+def test_sft_recipe(tmp_path, cache_dir, tiny_model_dir):
+    rows = [json.loads(line) for line in (REPO / "trl_grrm" / "data" / "mt_sample.jsonl").read_text().splitlines()]
+    data = tmp_path / "cot.jsonl"
+    with open(data, "w", encoding="utf-8") as handle:
+        for row in rows[:16]:
+            response = f"### Analysis\nA short sentence.\n\n### Final Translation\n```\n{row.pop('trg_text')}\n```"
+            handle.write(json.dumps({**row, "response": response}, ensure_ascii=False) + "\n")
+    output_dir = tmp_path / "sft"
+    output = run(
+        [sys.executable, str(REPO / "recipes" / "sft_mt.py"), "--model_name_or_path", tiny_model_dir,
+         "--dataset_name", str(data), "--output_dir", str(output_dir), "--max_steps", "3",
+         "--per_device_train_batch_size", "4", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none"],
+        cwd=tmp_path, cache_dir=cache_dir,
+    )
+    assert "[sft_mt] 16 SFT examples" in output
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
+    assert len(logged_metrics(output)) == 3

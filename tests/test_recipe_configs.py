@@ -1,0 +1,224 @@
+"""The shipped MT recipe configs: they parse with the recipes' own parsers, and the GPU configs' arithmetic holds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "recipes" / "configs"
+GRPO_CONFIGS = sorted(CONFIGS.glob("grpo_mt*.yaml"))
+GPU_GRPO_CONFIGS = [p for p in GRPO_CONFIGS if "cpu" not in p.name]
+PAPER = CONFIGS / "grpo_mt_paper_16xa100.yaml"
+
+
+def _load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def grpo_recipe():
+    return _load_recipe("grpo_mt")
+
+
+@pytest.fixture(scope="module")
+def sft_recipe():
+    return _load_recipe("sft_mt")
+
+
+def _yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_expected_configs_are_shipped():
+    names = {p.name for p in CONFIGS.glob("*.yaml")}
+    assert {"grpo_mt_paper_16xa100.yaml", "grpo_mt_lora.yaml", "grpo_mt_8xa100.yaml", "grpo_mt_cpu_test.yaml",
+            "sft_mt.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", GRPO_CONFIGS, ids=lambda p: p.name)
+def test_grpo_config_parses_with_the_recipe_parser(path, grpo_recipe):
+    from trl_grrm.trainers import GSPOConfig
+
+    # parse_args raises on any key that is not a field of MTScriptArguments, GSPOConfig or ModelConfig
+    script_args, training_args, model_args = grpo_recipe.parse_args(["--config", str(path), "--output_dir", "unused"])
+    assert isinstance(training_args, GSPOConfig)
+    assert script_args.prompt_style == "codeblock-think"
+    raw = _yaml(path)
+    for key in ("judge_backend", "trainer", "prompt_style"):
+        if key in raw:
+            assert getattr(script_args, key) == raw[key]
+    # the judge reward config the recipe would build is valid
+    config = grpo_recipe.reward_config(script_args, training_args, script_args.judge_base_url or ["http://x:1/v1"])
+    assert config.num_generations is None  # read from the trainer
+
+
+def test_sft_config_parses_with_the_recipe_parser(sft_recipe):
+    script_args, training_args, model_args = sft_recipe.make_parser().parse_args_and_config(
+        ["--config", str(CONFIGS / "sft_mt.yaml")]
+    )
+    raw = _yaml(CONFIGS / "sft_mt.yaml")
+    assert model_args.model_name_or_path == "Qwen/Qwen2.5-7B"
+    assert training_args.learning_rate == 1e-5 and training_args.lr_scheduler_type == "cosine"
+    assert training_args.num_train_epochs == 1 and training_args.warmup_steps == 0.1
+    assert training_args.eos_token == "<|im_end|>"
+    global_batch = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+                    * raw["expected_num_processes"])
+    assert global_batch == 64  # the model card's SFT batch
+    _check_accelerate_config(REPO / raw["accelerate_config"], raw["expected_num_processes"], expect_stage=3)
+
+
+def _check_accelerate_config(path: Path, num_processes: int, expect_stage: int) -> dict:
+    """The accelerate config exists, is DeepSpeed with the expected stage and bf16, and accelerate accepts it."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    assert path.is_file(), path
+    config = _yaml(path)
+    assert config["distributed_type"] == "DEEPSPEED"
+    assert config["use_cpu"] is False
+    # the config runs at least as many processes as the recipe expects (fewer via --num_processes, as documented)
+    assert config["num_processes"] >= num_processes
+    ds = config["deepspeed_config"]
+    if "deepspeed_config_file" in ds:
+        json_path = REPO / ds["deepspeed_config_file"]
+        assert json_path.is_file(), json_path
+        ds_json = json.loads(json_path.read_text())
+        zero = ds_json["zero_optimization"]
+        assert zero["stage"] == expect_stage
+        assert ds_json["bf16"]["enabled"] is True
+        assert "mixed_precision" not in config  # accelerate refuses it next to a DeepSpeed file
+        if expect_stage == 3:
+            assert zero["stage3_gather_16bit_weights_on_model_save"] is True  # save_model writes full weights
+            assert zero["overlap_comm"] is True and zero["contiguous_gradients"] is True
+            assert zero["reduce_bucket_size"] > 0 and zero["stage3_prefetch_bucket_size"] > 0
+        # accelerate's own checks of a DeepSpeed file next to an accelerate config (what `accelerate launch` runs)
+        previous = os.environ.get("ACCELERATE_CONFIG_DS_FIELDS")
+        os.environ["ACCELERATE_CONFIG_DS_FIELDS"] = ",".join(ds)
+        try:
+            plugin = DeepSpeedPlugin(hf_ds_config=str(json_path), zero3_init_flag=ds.get("zero3_init_flag", False))
+        finally:
+            if previous is None:
+                os.environ.pop("ACCELERATE_CONFIG_DS_FIELDS")
+            else:
+                os.environ["ACCELERATE_CONFIG_DS_FIELDS"] = previous
+        assert plugin.zero_stage == expect_stage
+        assert plugin.hf_ds_config.is_zero3() == (expect_stage == 3)
+    else:
+        assert ds["zero_stage"] == expect_stage
+        assert config["mixed_precision"] == "bf16"
+    return config
+
+
+@pytest.mark.parametrize("path", GPU_GRPO_CONFIGS, ids=lambda p: p.name)
+def test_gpu_config_batch_arithmetic_and_deepspeed(path, grpo_recipe):
+    raw = _yaml(path)
+    n = raw["expected_num_processes"]
+    script_args, args, model_args = grpo_recipe.parse_args(["--config", str(path)])
+    per_device, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    steps_per_generation, group = args.steps_per_generation, args.num_generations
+
+    generation_batch = per_device * n * steps_per_generation  # what GRPOConfig computes on n processes
+    optimizer_batch = per_device * accumulation * n
+    assert generation_batch % optimizer_batch == 0
+    assert generation_batch % group == 0
+    assert (per_device * steps_per_generation) % group == 0  # each group stays on one process
+    # the paper's batch: 512 prompts x 4 rollouts per generation, optimiser mini-batches of 128 prompts
+    assert group == 4
+    assert generation_batch == 512 * 4 and optimizer_batch == 128 * 4
+    assert generation_batch // optimizer_batch == 4
+    assert grpo_recipe.check_layout(script_args, args, n, log=lambda *_: None) == []
+
+    assert args.bf16 is True and model_args.dtype == "bfloat16"
+    assert args.max_completion_length == 4096 and script_args.max_prompt_length == 1280
+    assert args.lr_scheduler_type == "constant" and args.num_generations == 4
+    assert (args.epsilon, args.epsilon_high, args.sft_coef, args.beta) == (3e-4, 4e-4, 0.1, 0.0)
+    assert args.scale_rewards == "none" and args.importance_sampling_level == "sequence"
+    assert args.use_vllm is True
+    if args.vllm_mode == "server":
+        assert args.vllm_server_base_url
+    else:
+        assert args.vllm_max_model_length >= 1280 + 4096
+    assert script_args.judge_backend == "openai" and script_args.judge_base_url
+    assert script_args.judge_preset == "paper"
+
+    # the paper's reward, through the recipe's own builder
+    reward = grpo_recipe.reward_config(script_args, args, script_args.judge_base_url)
+    assert (reward.score_scale, reward.invalid_completion_reward, reward.unjudged_reward) == (0.01, -0.04, -0.04)
+    assert (reward.overlong_max_tokens, reward.overlong_buffer_tokens, reward.overlong_penalty) == (4096, 2048, 0.04)
+    assert reward.temperature == 0.0 and reward.max_parse_retries >= 1
+    assert reward.max_judge_prompt_tokens == 2048 and reward.extractor == "codeblock_strict"
+
+    stage = 2 if model_args.use_peft else 3
+    _check_accelerate_config(REPO / raw["accelerate_config"], n, expect_stage=stage)
+    if path == PAPER:
+        assert args.learning_rate == 1e-5 and args.num_train_epochs == 2
+        assert n == 16 and raw["accelerate_config"].endswith("zero3_multinode.yaml")
+        multinode = _yaml(REPO / raw["accelerate_config"])
+        assert multinode["num_machines"] * 8 == multinode["num_processes"] == 16
+    if model_args.use_peft:
+        from trl import get_peft_config
+
+        lora = get_peft_config(model_args)
+        assert lora.r == 64 and "lm_head" not in lora.target_modules
+
+
+def test_deepspeed_json_is_referenced_by_both_zero3_configs():
+    for name in ("zero3.yaml", "zero3_multinode.yaml"):
+        config = _yaml(REPO / "accelerate_configs" / name)
+        assert config["deepspeed_config"]["deepspeed_config_file"] == "accelerate_configs/ds_zero3_a100.json"
+    multinode = _yaml(REPO / "accelerate_configs" / "zero3_multinode.yaml")
+    assert multinode["num_machines"] == 2 and multinode["machine_rank"] == 0
+    assert multinode["main_process_ip"] == "MAIN_NODE_IP"  # a placeholder the file's comments explain
+    single = _yaml(REPO / "accelerate_configs" / "single_gpu.yaml")
+    assert single["num_processes"] == 1 and single["distributed_type"] == "NO"
+
+
+def test_trainer_grpo_switches_to_plain_grpo_config(grpo_recipe):
+    from trl import GRPOConfig
+
+    from trl_grrm.trainers import GSPOConfig
+
+    script_args, args, _ = grpo_recipe.parse_args(
+        ["--config", str(CONFIGS / "grpo_mt_cpu_test.yaml"), "--trainer", "grpo"]
+    )
+    assert script_args.trainer == "grpo"
+    assert type(args) is GRPOConfig and not isinstance(args, GSPOConfig)
+    assert args.epsilon == 0.2 and args.importance_sampling_level == "token"  # TRL's defaults, not GSPO's
+    with pytest.raises(ValueError, match="sft_coef"):  # a GSPO-only field is an unknown key for plain GRPO
+        grpo_recipe.parse_args(["--config", str(PAPER), "--trainer", "grpo"])
+
+
+def test_launch_on_other_process_counts_fails_fast(grpo_recipe):
+    script_args, args, _ = grpo_recipe.parse_args(["--config", str(PAPER)])
+    with pytest.raises(ValueError, match="written for 16 processes but was launched on 8"):
+        grpo_recipe.check_layout(script_args, args, 8, log=lambda *_: None)
+    script_args, args, _ = grpo_recipe.parse_args(["--config", str(PAPER), "--expected_num_processes", "8"])
+    assert grpo_recipe.check_layout(script_args, args, 8, log=lambda *_: None) == []
+    # 2 processes x 3 per device x 2 steps per generation = 12 completions = 3 groups of 4, but 6 per process
+    args.per_device_train_batch_size, args.steps_per_generation = 3, 2
+    script_args.expected_num_processes = 2
+    warnings = grpo_recipe.check_layout(script_args, args, 2, log=lambda *_: None)
+    assert len(warnings) == 1 and "split some groups" in warnings[0]
+
+
+def test_embedded_defaults_without_config(grpo_recipe):
+    script_args, args, model_args = grpo_recipe.parse_args([])
+    assert model_args.model_name_or_path is None  # -> the tiny demo policy
+    assert script_args.judge_backend == "standin" and script_args.dataset_name is None
+    assert args.max_steps == grpo_recipe.EMBEDDED_DEFAULTS["max_steps"]
+    assert (args.per_device_train_batch_size * args.steps_per_generation) % args.num_generations == 0
+    # the command line still overrides them, and a real judge is picked up from its URL
+    script_args, args, _ = grpo_recipe.parse_args(["--max_steps", "3", "--judge_base_url", "http://h:8001/v1"])
+    assert args.max_steps == 3 and script_args.judge_backend == "openai"
+    with pytest.raises(ValueError, match="judge_backend"):
+        grpo_recipe.parse_args(["--judge_backend", "nope"])
