@@ -42,6 +42,9 @@ def test_pairwise_accuracy_treats_ties_as_a_class():
     # A>B right, A>C right, B vs C: predicted strict, true tie -> wrong.
     assert pairwise_ranking_accuracy({"A": 9, "B": 6, "C": 5}, truth) == pytest.approx(2 / 3)
     assert pairwise_ranking_accuracy({"A": 1, "B": 6, "C": 6}, truth) == pytest.approx(1 / 3)
+    # Tie-lenient: the B/C pair (strict vs tie) earns half; a reversed order still earns nothing.
+    assert pairwise_ranking_accuracy({"A": 9, "B": 6, "C": 5}, truth, tie_credit=0.5) == pytest.approx(2.5 / 3)
+    assert pairwise_ranking_accuracy({"A": 1, "B": 6, "C": 6}, truth, tie_credit=0.5) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="ids differ"):
         pairwise_ranking_accuracy({"A": 1, "B": 2}, truth)
 

@@ -91,15 +91,20 @@ def ranking_agrees_with_scores(tiers: Sequence[Sequence[str]], scores: Mapping[s
     return pairwise_relations(as_scores) == pairwise_relations(scores)
 
 
-def pairwise_ranking_accuracy(predicted: Mapping[str, float], truth: Mapping[str, float]) -> float:
+def pairwise_ranking_accuracy(
+    predicted: Mapping[str, float], truth: Mapping[str, float], tie_credit: float = 0.0
+) -> float:
     """Share of candidate pairs whose relation (better / worse / tie) matches the truth.
 
-    Ties are a class of their own, as in the GRRM paper: a predicted strict order against a true tie is wrong,
-    and so is a predicted tie against a true strict order.
+    Ties are a class of their own, as in the GRRM paper: a predicted strict order against a true tie is wrong, and
+    so is a predicted tie against a true strict order; ``tie_credit`` (e.g. 0.5) gives those pairs partial credit
+    instead. A reversed strict order always earns 0.
 
     Example:
         >>> pairwise_ranking_accuracy({"A": 8, "B": 3, "C": 5}, {"A": 9, "B": 1, "C": 1})
         0.6666666666666666
+        >>> pairwise_ranking_accuracy({"A": 8, "B": 3, "C": 5}, {"A": 9, "B": 1, "C": 1}, tie_credit=0.5)
+        0.8333333333333334
     """
     if set(predicted) != set(truth):
         raise ValueError(f"candidate ids differ: {sorted(predicted)} vs {sorted(truth)}")
@@ -107,7 +112,13 @@ def pairwise_ranking_accuracy(predicted: Mapping[str, float], truth: Mapping[str
     if not truth_rel:
         raise ValueError("need at least two candidates")
     pred_rel = pairwise_relations(predicted)
-    return sum(pred_rel[pair] == rel for pair, rel in truth_rel.items()) / len(truth_rel)
+    credit = 0.0
+    for pair, rel in truth_rel.items():
+        if pred_rel[pair] == rel:
+            credit += 1.0
+        elif pred_rel[pair] == 0 or rel == 0:
+            credit += tie_credit
+    return credit / len(truth_rel)
 
 
 DEFAULT_GAP_ERROR_CREDIT: dict[int, float] = {0: 1.0, 1: 0.6, 2: 0.2}

@@ -41,7 +41,6 @@ from ..formats.mt import completion_text
 from ..ranking import (
     DEFAULT_GAP_ERROR_CREDIT,
     pairwise_ranking_accuracy,
-    pairwise_relations,
     ranking_positions,
     score_gap_agreement,
 )
@@ -164,23 +163,9 @@ def relation_agreement(
         >>> relation_agreement(pred, truth), relation_agreement(pred, truth, ties="half")
         (0.6666666666666666, 0.8333333333333334)
     """
-    if ties == "class":
-        return pairwise_ranking_accuracy(predicted, truth)
-    if ties != "half":
+    if ties not in ("class", "half"):
         raise ValueError(f"ties must be 'class' or 'half', got {ties!r}")
-    if set(predicted) != set(truth):
-        raise ValueError(f"candidate ids differ: {sorted(predicted)} vs {sorted(truth)}")
-    truth_rel = pairwise_relations(truth)
-    if not truth_rel:
-        raise ValueError("need at least two candidates")
-    pred_rel = pairwise_relations(predicted)
-    total = 0.0
-    for pair, rel in truth_rel.items():
-        if pred_rel[pair] == rel:
-            total += 1.0
-        elif pred_rel[pair] == 0 or rel == 0:
-            total += 0.5
-    return total / len(truth_rel)
+    return pairwise_ranking_accuracy(predicted, truth, tie_credit=0.5 if ties == "half" else 0.0)
 
 
 def anchor_agreement(predicted: Mapping[str, float], truth: Mapping[str, float], tolerance: float = 1.0) -> float:
