@@ -1,5 +1,7 @@
 """Judge inputs shared by the real-engine tests: five groups of 4 covering every fallback case, and TRL-style calls."""
 
+import pytest
+
 MAX_MODEL_LEN = 1024
 MAX_JUDGE_TOKENS = 32
 INVALID_REWARD = -1.0
@@ -59,3 +61,20 @@ def call(reward, groups):
 def expected_fallback_rewards(groups, invalid):
     """What a judge that never answers in format leaves: the invalid reward or the unjudged reward."""
     return [INVALID_REWARD if (g, m) in invalid else UNJUDGED_REWARD for g in range(len(groups)) for m in range(4)]
+
+
+def assert_garbage_fallback(rewards, metrics, retries):
+    """What a judge that never answers in format must leave for GROUPS: every fallback, counted exactly."""
+    assert rewards == expected_fallback_rewards(GROUPS, INVALID)
+    assert metrics["groups"] == len(GROUPS)
+    assert metrics["judge_calls"] == len(JUDGED_GROUPS) * (1 + retries)
+    assert metrics["retries"] == len(JUDGED_GROUPS) * retries
+    assert metrics["parse_failure_rate"] == 1.0
+    assert metrics["unjudged/parse_failed"] == len(JUDGED_GROUPS)
+    assert metrics["unjudged/too_few_distinct"] == len(GROUPS) - len(JUDGED_GROUPS)
+    assert metrics["unjudged/prompt_too_long"] == 0
+    assert metrics["unjudged/judge_unavailable"] == 0
+    assert metrics["unjudged_groups"] == len(GROUPS)
+    assert metrics["invalid_completions"] == len(INVALID)
+    assert metrics["fallback_completions"] == 4 * len(GROUPS)
+    assert metrics["distinct_candidates"] == pytest.approx((4 + 1 + 2 + 0 + 1) / len(GROUPS))

@@ -18,8 +18,8 @@ from trl_grrm.rewards import GroupRelativeRewardFunction  # noqa: E402
 pytestmark = pytest.mark.slow
 
 from judge_cases import (  # noqa: E402
-    GROUPS, INVALID, INVALID_REWARD, JUDGED_GROUPS, MAX_JUDGE_TOKENS, MAX_MODEL_LEN, UNJUDGED_REWARD, call,
-    expected_fallback_rewards, fenced,
+    GROUPS, INVALID_REWARD, JUDGED_GROUPS, MAX_JUDGE_TOKENS, MAX_MODEL_LEN, UNJUDGED_REWARD, call,
+    assert_garbage_fallback, fenced,
 )
 
 
@@ -141,22 +141,7 @@ def test_garbage_judge_falls_back_with_exact_metrics(reward, engine):
     assert retries == 2  # the default: every judged group is asked 3 times
     rewards, metrics = call(reward, GROUPS)
 
-    expected = expected_fallback_rewards(GROUPS, INVALID)
-    assert rewards == expected
-
-    calls = len(JUDGED_GROUPS) * (1 + retries)
-    assert metrics["groups"] == len(GROUPS)
-    assert metrics["judge_calls"] == calls
-    assert metrics["retries"] == len(JUDGED_GROUPS) * retries
-    assert metrics["parse_failure_rate"] == 1.0
-    assert metrics["unjudged/parse_failed"] == len(JUDGED_GROUPS)
-    assert metrics["unjudged/too_few_distinct"] == len(GROUPS) - len(JUDGED_GROUPS)
-    assert metrics["unjudged/prompt_too_long"] == 0
-    assert metrics["unjudged/judge_unavailable"] == 0
-    assert metrics["unjudged_groups"] == len(GROUPS)
-    assert metrics["invalid_completions"] == len(INVALID)
-    assert metrics["fallback_completions"] == 4 * len(GROUPS)
-    assert metrics["distinct_candidates"] == pytest.approx((4 + 1 + 2 + 0 + 1) / len(GROUPS))
+    assert_garbage_fallback(rewards, metrics, retries)
     assert metrics["ranking_disagreement_rate"] == 0.0
     assert metrics["tie_rate"] == 0.0
     assert metrics["judge_latency_s"] > 0
@@ -167,7 +152,7 @@ def test_garbage_judge_falls_back_with_exact_metrics(reward, engine):
         judge_messages(GROUPS[2][0], ["The cat sleeps on the sofa.", "The cat is sleeping on the couch."], "fr", "en"),
     ]
     lengths = engine.count_prompt_tokens(judge_prompts)
-    assert metrics["judge_prompt_tokens"] == pytest.approx(sum(lengths) * (1 + retries) / calls)
+    assert metrics["judge_prompt_tokens"] == pytest.approx(sum(lengths) * (1 + retries) / metrics["judge_calls"])
     assert 0 < metrics["judge_output_tokens"] <= MAX_JUDGE_TOKENS
 
 

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 SERVED_NAME = "judge"
 from judge_cases import (  # noqa: E402
-    GROUPS, INVALID, INVALID_REWARD, JUDGED_GROUPS, MAX_JUDGE_TOKENS, MAX_MODEL_LEN, UNJUDGED_REWARD, call,
-    expected_fallback_rewards, fenced,
+    GROUPS, INVALID_REWARD, MAX_JUDGE_TOKENS, MAX_MODEL_LEN, UNJUDGED_REWARD, call,
+    assert_garbage_fallback, expected_fallback_rewards, fenced,
 )
 
 
@@ -84,20 +84,7 @@ def test_garbage_judge_falls_back_with_exact_metrics(base_url):
     retries = reward.config.max_parse_retries
     assert retries == 2
     rewards, metrics = call(reward, GROUPS)
-    assert rewards == expected_fallback_rewards(GROUPS, INVALID)
-    calls = len(JUDGED_GROUPS) * (1 + retries)
-    assert metrics["groups"] == len(GROUPS)
-    assert metrics["judge_calls"] == calls
-    assert metrics["retries"] == len(JUDGED_GROUPS) * retries
-    assert metrics["parse_failure_rate"] == 1.0
-    assert metrics["unjudged/parse_failed"] == len(JUDGED_GROUPS)
-    assert metrics["unjudged/too_few_distinct"] == len(GROUPS) - len(JUDGED_GROUPS)
-    assert metrics["unjudged/prompt_too_long"] == 0
-    assert metrics["unjudged/judge_unavailable"] == 0
-    assert metrics["unjudged_groups"] == len(GROUPS)
-    assert metrics["invalid_completions"] == len(INVALID)
-    assert metrics["fallback_completions"] == 4 * len(GROUPS)
-    assert metrics["distinct_candidates"] == pytest.approx((4 + 1 + 2 + 0 + 1) / len(GROUPS))
+    assert_garbage_fallback(rewards, metrics, retries)
     # the server reports usage: every call had a prompt and produced tokens
     assert metrics["judge_prompt_tokens"] > 0
     assert 0 < metrics["judge_output_tokens"] <= MAX_JUDGE_TOKENS
