@@ -63,17 +63,23 @@ def expected_fallback_rewards(groups, invalid):
     return [INVALID_REWARD if (g, m) in invalid else UNJUDGED_REWARD for g in range(len(groups)) for m in range(4)]
 
 
+def unparsed_or_truncated(metrics) -> float:
+    """Groups whose judge answered, but never with a usable complete answer."""
+    return metrics["unjudged/parse_failed"] + metrics["unjudged/truncated"]
+
+
 def assert_garbage_fallback(rewards, metrics, retries):
     """What a judge that never answers in format must leave for GROUPS: every fallback, counted exactly."""
     assert rewards == expected_fallback_rewards(GROUPS, INVALID)
     assert metrics["groups"] == len(GROUPS)
     assert metrics["judge_calls"] == len(JUDGED_GROUPS) * (1 + retries)
     assert metrics["retries"] == len(JUDGED_GROUPS) * retries
-    assert metrics["parse_failure_rate"] == 1.0
-    assert metrics["unjudged/parse_failed"] == len(JUDGED_GROUPS)
+    # A random judge rarely ends its answer within the budget: each answer is cut or does not parse.
+    assert metrics["parse_failure_rate"] == 1.0 or metrics["truncated_rate"] == 1.0
+    assert unparsed_or_truncated(metrics) == len(JUDGED_GROUPS)
     assert metrics["unjudged/too_few_distinct"] == len(GROUPS) - len(JUDGED_GROUPS)
     assert metrics["unjudged/prompt_too_long"] == 0
-    assert metrics["unjudged/judge_unavailable"] == 0
+    assert metrics["unjudged/unavailable"] == 0
     assert metrics["unjudged_groups"] == len(GROUPS)
     assert metrics["invalid_completions"] == len(INVALID)
     assert metrics["fallback_completions"] == 4 * len(GROUPS)

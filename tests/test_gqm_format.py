@@ -157,7 +157,63 @@ def test_parse_failures(answer, message):
 
 def test_scores_line_is_taken_under_the_last_scores_header():
     answer = "Scores: A: 1, B: 1 in a first draft.\nFinal thoughts.\n### Scores:\nA: 9, B: 2\n"
-    assert parse_gqm_output(answer, ["A", "B"]).scores == {"A": 9, "B": 2}
+    judgment = parse_gqm_output(answer, ["A", "B"])
+    assert judgment.scores == {"A": 9, "B": 2} and judgment.revised_scores is False
+
+
+@pytest.mark.parametrize("digits", [3, 5000])
+def test_overlong_score_is_a_parse_error(digits):
+    # 5000 digits is past Python's int-conversion limit (4300): it must not surface as int()'s own ValueError.
+    with pytest.raises(GQMParseError, match=f"score of A has {digits} digits"):
+        parse_gqm_output("x\n### Scores:\nA: " + "1" * digits + ", B: 3", ["A", "B"])
+    with pytest.raises(GQMParseError, match=f"score of B has {digits} digits"):
+        parse_gqm_output("x\n### Scores:\nA: 8, B: " + "0" * digits, ["A", "B"])
+
+
+def test_two_digit_scores_still_parse():
+    assert parse_gqm_output("x\n### Scores:\nA: 10, B: 03", ["A", "B"]).scores == {"A": 10, "B": 3}
+
+
+REVISED_ANSWER = (
+    "A keeps the idiom; B is literal.\n\n### Final Ranking:\n\nA > B\n\n### Scores:\n\nA: 8, B: 3\n\n"
+    "On reflection, B's literal reading is also acceptable here, so I revise the scores:\n\nA: 8, B: 6\n"
+)
+
+
+def test_scores_revised_after_the_scores_section_take_the_last_complete_line():
+    judgment = parse_gqm_output(REVISED_ANSWER, ["A", "B"])
+    assert judgment.scores == {"A": 8, "B": 6}
+    assert judgment.revised_scores is True
+    # The ranking under its header still stands and still agrees (A > B): it is not part of the revision.
+    assert judgment.ranking == [["A"], ["B"]] and judgment.ranking_agrees is True
+    assert judgment.analysis == "A keeps the idiom; B is literal."
+
+
+def test_revision_that_contradicts_the_ranking_is_reported():
+    answer = "x\n### Final Ranking:\nA > B\n### Scores:\nA: 8, B: 3\nActually:\n**A: 2, B: 9**\nThat is final."
+    judgment = parse_gqm_output(answer, ["A", "B"])
+    assert judgment.scores == {"A": 2, "B": 9} and judgment.revised_scores is True
+    assert judgment.ranking_agrees is False
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "\nA: 8, B: 3\n",  # the same scores again is no revision
+        "\nNote: A: 8 is generous.\n",  # not a complete scores line
+        "\nA: 5\n",  # incomplete: B is missing
+        "\nA: 5, B: 12\n",  # a score outside 0-10
+    ],
+)
+def test_lines_after_the_scores_that_are_no_revision(tail):
+    judgment = parse_gqm_output("x\n### Final Ranking:\nA > B\n### Scores:\nA: 8, B: 3" + tail, ["A", "B"])
+    assert judgment.scores == {"A": 8, "B": 3} and judgment.revised_scores is False
+
+
+def test_broken_scores_line_followed_by_a_complete_one():
+    judgment = parse_gqm_output("x\n### Scores:\nA: 8, B: three\nA: 8, B: 3", ["A", "B"])
+    assert judgment.scores == {"A": 8, "B": 3}
+    assert judgment.revised_scores is False  # only one complete scores line
 
 
 # -- property-based: noise never raises anything but GQMParseError, and never maps a score to the wrong letter --
@@ -193,5 +249,6 @@ def test_noisy_answers_never_give_a_wrong_mapping(scores, before, inside, after)
             judgment = parse_gqm_output(variant, ids)
         except GQMParseError:
             continue
-        # Either the true scores, or (when noise after the answer happens to be a scores line) a failure.
+        # Either the true scores or a failure. (Noise after the answer that happened to be a complete scores line
+        # for these ids would count as a revision; random noise does not write one.)
         assert judgment.scores == truth, (variant, judgment.scores)

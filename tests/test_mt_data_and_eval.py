@@ -289,3 +289,24 @@ def test_eval_mt_samples_mode_and_vllm_engine(mt_policy, eval_file, tmp_path):
     for item in judged:
         for hypothesis, score in zip(item["hypotheses"], item["judge"]["scores"]):
             assert score == (0.0 if hypothesis is None else len(hypothesis) % 11)
+
+
+@pytest.mark.slow
+def test_eval_mt_subprocess_with_a_wrong_judge_model_exits_2_with_one_message(mt_policy, eval_file, tmp_path):
+    import subprocess
+
+    from trl_grrm.testing.judge_server import JudgeServer
+
+    output = tmp_path / "results.json"
+    with JudgeServer(stop_after_s=600) as server:  # serves "judge", not "grrm"
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "trl-grrm"), "eval-mt", "--model", mt_policy, "--data", str(eval_file),
+             "--engine", "transformers", "--max-new-tokens", "96", "--no-comet", "--output", str(output),
+             "--judge-model", "grrm", "--judge-base-url", server.base_url],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]
+    [line] = [line for line in run.stderr.splitlines() if line.startswith("trl-grrm")]
+    assert line.startswith("trl-grrm eval-mt: error: ") and server.base_url in line and "'grrm'" in line
+    assert "serves: judge" in line and "retry" not in run.stderr.lower()
+    assert not output.exists()

@@ -197,7 +197,8 @@ def test_overlong_penalty_and_paper_preset(server):
     rewards, _ = call(reward, [["abc", "abcd"]], completion_ids=lengths)
     assert rewards == pytest.approx([3 * 0.01, 4 * 0.01 - 0.02])
     paper = GroupRelativeRewardConfig.grrm_paper()
-    assert (paper.invalid_completion_reward, paper.unjudged_reward, paper.extractor) == (-0.04, -0.04, "codeblock_strict")
+    assert (paper.invalid_completion_reward, paper.extractor) == (-0.04, "codeblock_strict")
+    assert paper.unjudged_reward == pytest.approx(-0.04 * 0.01) and paper.unjudged_overlong_penalty is True
 
 
 def test_ranking_mismatch_can_fail(server):
@@ -254,3 +255,109 @@ def test_config_validation():
         GroupRelativeRewardConfig(judge_model="j", extractor="xml")
     with pytest.raises(ValueError, match="backend must be"):
         GroupRelativeRewardConfig(judge_model="j", backend="sglang")
+
+
+# -- engine outcomes the local server cannot produce on demand: a scripted in-memory engine -----------------------
+
+
+def scripted(answer, **overrides):
+    from trl_grrm.testing.scripted_engine import ScriptedEngine
+
+    engine = ScriptedEngine(answer)
+    settings = dict(judge_model="judge", backend="openai", base_url="http://127.0.0.1:9/v1", extractor="full",
+                    num_generations=2, max_parse_retries=1, unjudged_reward=-0.5)
+    return GroupRelativeRewardFunction(engine=engine, **{**settings, **overrides}), engine
+
+
+def test_a_truncated_answer_is_not_a_judgment_and_is_asked_again(tmp_path):
+    from trl_grrm.engines import JudgeOutput
+
+    # The cut answer still parses ("B: 10" cut to "B: 1"), so using it would give a wrong reward.
+    def answer(prompt, attempt, sampling):
+        if attempt == 0:
+            return JudgeOutput(text="A: 8, B: 1", error="truncated", finish_reason="length")
+        return "### Scores:\nA: 8, B: 10"
+
+    reward, engine = scripted(answer, audit_log_path=str(tmp_path / "audit.jsonl"))
+    rewards, metrics = call(reward, [["a", "b"]])
+    assert rewards == pytest.approx([0.8, 1.0])
+    assert len(engine.prompts) == 2 and [s.temperature for s in engine.samplings] == [0.0, 1.0]
+    assert metrics["grrm_judge/truncated_rate"] == 0.5  # 1 of the 2 answers received
+    assert metrics["grrm_judge/parse_failure_rate"] == 0.0 and metrics["grrm_judge/unjudged_groups"] == 0
+    [record] = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    first, second = record["attempts"]
+    assert (first["error"], first["truncated"], first["finish_reason"]) == ("truncated", True, "length")
+    assert "scores" not in first and second["scores"] == {"A": 8, "B": 10}
+
+
+def test_answers_still_truncated_after_the_retries_are_counted_as_truncated(tmp_path):
+    from trl_grrm.engines import JudgeOutput
+
+    reward, engine = scripted(lambda p, a, s: JudgeOutput(text="A: 8, B: 1", error="truncated", finish_reason="length"),
+                              max_parse_retries=2, audit_log_path=str(tmp_path / "audit.jsonl"))
+    rewards, metrics = call(reward, [["a", "b"]])
+    assert rewards == [-0.5, -0.5]
+    assert len(engine.prompts) == 3
+    assert metrics["grrm_judge/unjudged/truncated"] == 1 and metrics["grrm_judge/unjudged/parse_failed"] == 0
+    assert metrics["grrm_judge/truncated_rate"] == 1.0 and metrics["grrm_judge/unjudged_groups"] == 1
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert records[0]["unjudged_reason"] == "truncated" and all(a["truncated"] for a in records[0]["attempts"])
+
+
+def test_transport_retries_are_summed_into_a_metric():
+    from trl_grrm.engines import JudgeOutput
+
+    def answer(prompt, attempt, sampling):
+        retries = 2 if "Hallo" in prompt else 1
+        return JudgeOutput(text="### Scores:\nA: 1, B: 2", request_retries=retries, finish_reason="stop")
+
+    reward, _ = scripted(answer)
+    _, metrics = call(reward, [["Hallo", "Servus"], ["x", "y"], ["u", "v"]])
+    assert metrics["grrm_judge/request_retries"] == 2 + 1 + 1
+
+
+def test_unavailable_uses_the_shared_vocabulary_and_keeps_the_old_metric_name(tmp_path):
+    from trl_grrm.engines import JudgeOutput
+
+    reward, _ = scripted(lambda p, a, s: JudgeOutput(text=None, error="unavailable", detail="503"),
+                         audit_log_path=str(tmp_path / "audit.jsonl"))
+    rewards, metrics = call(reward, [["a", "b"]])
+    assert rewards == [-0.5, -0.5]
+    assert metrics["grrm_judge/unjudged/unavailable"] == 1 and metrics["grrm_judge/unjudged/judge_unavailable"] == 1
+    [record] = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert record["unjudged_reason"] == "unavailable"
+
+
+def test_a_configuration_error_stops_at_once_with_the_engines_message():
+    from trl_grrm.engines import JudgeConfigurationError
+
+    message = "judge at http://127.0.0.1:9/v1 has no model 'grrm'; it serves ['judge']"
+
+    def refuse(prompt, attempt, sampling):
+        raise JudgeConfigurationError(message)
+
+    reward, engine = scripted(refuse, on_judge_unavailable="fallback")
+    with pytest.raises(JudgeConfigurationError) as raised:
+        call(reward, [["a", "b"], ["c", "d"]])
+    assert str(raised.value) == message
+    assert engine.calls == 1  # no re-ask, no fallback
+
+
+def test_any_other_judging_error_keeps_its_message():
+    def broken(prompt, attempt, sampling):
+        raise KeyError("choices")
+
+    reward, _ = scripted(broken)
+    with pytest.raises(RuntimeError, match=r"GRRM judging failed: process 0: KeyError: 'choices'"):
+        call(reward, [["a", "b"]])
+
+
+def test_answers_that_revise_their_scores_are_counted(tmp_path):
+    revised = "### Scores:\nA: 3, B: 5\nOn reflection B is worse.\nA: 6, B: 2"  # the parser keeps the last line
+    reward, _ = scripted(lambda p, a, s: revised if "Hallo" in p else "### Scores:\nA: 1, B: 2",
+                         audit_log_path=str(tmp_path / "audit.jsonl"))
+    rewards, metrics = call(reward, [["Hallo", "Servus"], ["x", "y"]])
+    assert rewards == pytest.approx([0.6, 0.2, 0.1, 0.2])
+    assert metrics["grrm_judge/revised_scores_rate"] == 0.5
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert records[0]["attempts"][0]["revised_scores"] is True and "revised_scores" not in records[1]["attempts"][0]

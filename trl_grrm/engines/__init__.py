@@ -1,11 +1,24 @@
 """Judge engines behind one interface: in-process vLLM, OpenAI-compatible servers, plain transformers."""
 
-from .base import JudgeEngine, JudgeOutput, Messages, SamplingSettings
+from .base import (
+    PROMPT_TOO_LONG,
+    TRUNCATED,
+    UNAVAILABLE,
+    JudgeConfigurationError,
+    JudgeEngine,
+    JudgeOutput,
+    Messages,
+    SamplingSettings,
+)
 from .openai_engine import OpenAIEngine
 from .transformers_engine import TransformersEngine
 from .vllm_engine import VLLMEngine
 
 __all__ = [
+    "PROMPT_TOO_LONG",
+    "TRUNCATED",
+    "UNAVAILABLE",
+    "JudgeConfigurationError",
     "JudgeEngine",
     "JudgeOutput",
     "Messages",

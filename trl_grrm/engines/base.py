@@ -18,12 +18,29 @@ class SamplingSettings:
     seed: int | None = None
 
 
+class JudgeConfigurationError(RuntimeError):
+    """The judge cannot answer as configured (unknown model name, rejected API key, a request the server refuses).
+
+    Engines raise it on the first call instead of retrying, since no retry can help; the message names the engine's
+    URL and model and never contains the API key.
+    """
+
+
+#: Values of :attr:`JudgeOutput.error`.
+PROMPT_TOO_LONG = "prompt_too_long"
+UNAVAILABLE = "unavailable"
+TRUNCATED = "truncated"
+
+
 @dataclass
 class JudgeOutput:
     """One judge answer, or why there is none.
 
-    ``error`` is ``None`` on success, ``"prompt_too_long"`` when the prompt does not fit the judge's context, and
-    ``"unavailable"`` when the engine could not answer (server down, timeout after retries).
+    ``error`` is ``None`` on success; ``"prompt_too_long"`` when the prompt does not fit the judge's context;
+    ``"unavailable"`` when the engine could not answer (server down, timeout or malformed replies after retries);
+    ``"truncated"`` when the answer hit the token limit (``text`` then holds the cut answer, which is not a judgment).
+    ``finish_reason`` is the engine's own (``"stop"``, ``"length"``, ...) when it reports one; ``request_retries``
+    counts the transport-level retries spent on this prompt (HTTP errors, timeouts), not re-asks of bad answers.
     """
 
     text: str | None
@@ -31,6 +48,8 @@ class JudgeOutput:
     completion_tokens: int = 0
     error: str | None = None
     detail: str | None = None
+    finish_reason: str | None = None
+    request_retries: int = 0
 
 
 class JudgeEngine(abc.ABC):

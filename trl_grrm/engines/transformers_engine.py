@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import JudgeEngine, JudgeOutput, Messages, SamplingSettings
+from .base import TRUNCATED, JudgeEngine, JudgeOutput, Messages, SamplingSettings
 
 
 class TransformersEngine(JudgeEngine):
     """Run the judge with ``AutoModelForCausalLM.generate`` in batches (left padding).
 
-    Meant for small judges, tests and machines without vLLM.
+    Meant for small judges, tests and machines without vLLM. An answer without an end-of-sequence token within
+    ``max_tokens`` is cut: it comes back with ``error="truncated"`` and ``finish_reason="length"``.
 
     Example:
         >>> engine = TransformersEngine("path/to/small-judge", batch_size=8)  # doctest: +SKIP
@@ -86,12 +87,14 @@ class TransformersEngine(JudgeEngine):
                 ids = row.tolist()
                 eos_ids = self._model.generation_config.eos_token_id
                 eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
-                end = next((i + 1 for i, token in enumerate(ids) if token in eos_ids), len(ids))
-                outputs.append(
-                    JudgeOutput(
-                        text=self._tokenizer.decode(ids[:end], skip_special_tokens=True),
-                        prompt_tokens=int(prompt_length),
-                        completion_tokens=end,
-                    )
+                end = next((i + 1 for i, token in enumerate(ids) if token in eos_ids), None)
+                output = JudgeOutput(
+                    text=self._tokenizer.decode(ids[:end], skip_special_tokens=True),
+                    prompt_tokens=int(prompt_length),
+                    completion_tokens=len(ids) if end is None else end,
+                    finish_reason="stop" if end is not None else "length",
                 )
+                if end is None:
+                    output.error, output.detail = TRUNCATED, f"no end of answer within max_tokens={sampling.max_tokens}"
+                outputs.append(output)
         return outputs

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from .base import JudgeEngine, JudgeOutput, Messages, SamplingSettings
+from .base import PROMPT_TOO_LONG, TRUNCATED, JudgeEngine, JudgeOutput, Messages, SamplingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ class VLLMEngine(JudgeEngine):
     """Run the judge with ``vllm.LLM`` inside this process.
 
     The engine starts on first use. It renders chat prompts with the judge tokenizer's own chat template and sends
-    token ids, so prompt lengths are known exactly and over-long prompts are rejected before generation.
+    token ids, so prompt lengths are known exactly and over-long prompts are rejected before generation. An answer
+    cut by ``max_tokens`` (or by the context left after the prompt) comes back with ``error="truncated"``.
 
     Example:
         >>> engine = VLLMEngine("double7/Qwen2.5-7B-GRRM", gpu_memory_utilization=0.3)  # doctest: +SKIP
@@ -111,7 +112,7 @@ class VLLMEngine(JudgeEngine):
             ids = list(rendered[key])
             if len(ids) > self.max_prompt_tokens:
                 outputs[index] = JudgeOutput(
-                    text=None, prompt_tokens=len(ids), error="prompt_too_long",
+                    text=None, prompt_tokens=len(ids), error=PROMPT_TOO_LONG,
                     detail=f"{len(ids)} prompt tokens > {self.max_prompt_tokens} usable of max_model_len {max_model_len}",
                 )
                 continue
@@ -128,11 +129,17 @@ class VLLMEngine(JudgeEngine):
         if batch:
             for index, result in zip(positions, self._llm.generate(batch, params, use_tqdm=False)):
                 completion = result.outputs[0]
-                outputs[index] = JudgeOutput(
+                output = JudgeOutput(
                     text=completion.text,
                     prompt_tokens=len(result.prompt_token_ids),
                     completion_tokens=len(completion.token_ids),
+                    finish_reason=completion.finish_reason,
                 )
+                if completion.finish_reason == "length":
+                    output.error = TRUNCATED
+                    cut_at = len(completion.token_ids)
+                    output.detail = f"answer cut at {cut_at} tokens (max_tokens={sampling.max_tokens})"
+                outputs[index] = output
         return outputs  # type: ignore[return-value]
 
     def close(self) -> None:

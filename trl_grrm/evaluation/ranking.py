@@ -12,18 +12,29 @@ format, one prompt per group) and :class:`SQMJudge` (pointwise, one prompt per c
 Metrics, per language pair and overall (see :func:`summarize`):
 
 * ``accuracy``: the GRRM paper's metric. Per group, the share of candidate pairs whose relation matches the label,
-  ties being a class of their own; a group the judge could not score counts 0; the mean over groups.
+  ties being a class of their own; the mean over groups. A group the judge could not score counts 0, whatever the
+  reason (as in the paper, so a judge that often fails to answer scores low), but only when the judge scored at
+  least one group: when it scored none, every accuracy is ``null`` (``-`` in the table), not 0.
 * ``accuracy_tie_lenient``: the same, but a tie against a strict order (either way round) earns half a pair.
-* ``accuracy_parsed``: ``accuracy`` over the groups the judge did score (format failures left out).
-* ``parse_failure_rate``: share of groups left without scores after the retries; ``tie_rate``: share of tied pairs
-  in the judge's scores (scored groups); ``truth_tie_rate``: the same in the labels.
+* ``accuracy_parsed``: ``accuracy`` over the groups the judge did score (unjudged groups left out).
+* ``judged`` of ``evaluations`` (groups x candidate orders) got scores; ``failures`` counts the others by reason
+  (:mod:`trl_grrm.judging.failures`): ``unavailable`` (the engine never answered), ``prompt_too_long``,
+  ``truncated`` (every answer hit ``--max-tokens``), ``parse_failed`` (answers without usable scores);
+  ``unjudged_rate`` is their share, ``parse_failure_rate`` the share of ``parse_failed`` alone.
+* ``tie_rate``: share of tied pairs in the judge's scores (scored groups); ``truth_tie_rate``: the same in the
+  labels.
 * With ``--permutations k``: every group is also judged in ``k - 1`` further seeded candidate orders. Each metric is
   the mean over the ``k`` orders; ``per_permutation`` lists them, ``accuracy_spread`` (max - min) and
   ``accuracy_std`` show the position bias, ``ranking_consistency`` is the share of groups (scored in every order)
   ranked identically in all orders, and ``score_averaged`` is the accuracy of the scores averaged over the orders.
 
-Every prompt of a round goes to the engine in one ``generate`` call; answers that do not parse are asked again, at
-most ``--max-retries`` times, at ``--retry-temperature``. The JSON output keeps every prompt and answer for audit.
+Every prompt of a round goes to the engine in one ``generate`` call; answers that do not parse or were cut at the
+token limit are asked again, at most ``--max-retries`` times, at ``--retry-temperature``. The JSON output keeps
+every prompt and answer for audit.
+
+Exit status: 0 when the judge scored at least one group; 1 when it scored none (the JSON is still written, with
+the failure counts; one line on stderr says why); 2 for bad arguments or data, and for a judge configuration error
+(unknown model, rejected key: one line naming the URL and the model, before any result is written).
 
 Example:
     trl-grrm eval-ranking --dataset double7/TowerBlocks-MT-Ranking --split test \\
@@ -45,10 +56,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engines import JudgeEngine, JudgeOutput, Messages, OpenAIEngine, SamplingSettings, TransformersEngine, VLLMEngine
+from ..engines import (
+    JudgeConfigurationError,
+    JudgeEngine,
+    JudgeOutput,
+    Messages,
+    OpenAIEngine,
+    SamplingSettings,
+    TransformersEngine,
+    VLLMEngine,
+)
 from ..formats.gqm import CANDIDATE_IDS, GQMParseError, build_gqm_prompt, parse_gqm_output
 from ..formats.sqm import SQMParseError, build_sqm_prompt, parse_sqm_output
 from ..judge_training.rewards import relation_agreement
+from ..judging.failures import JUDGE_FAILURES, PARSE_FAILED, PROMPT_TOO_LONG, TRUNCATED, UNAVAILABLE, describe_failures
 from ..ranking import pairwise_relations, tie_rate
 
 RANKING_COLUMNS = ("src_text", "src_lang", "trg_lang", "mt_texts", "scores")
@@ -256,7 +277,7 @@ class _Request:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     parsed: Any = None
     done: bool = False
-    failure: str | None = None  # parse_failed | prompt_too_long | unavailable
+    failure: str | None = None  # one of trl_grrm.judging.failures.JUDGE_FAILURES
 
 
 @dataclass
@@ -310,8 +331,9 @@ def judge_groups(
     """Ask ``judge`` (through ``engine``) about every group in ``permutations`` candidate orders.
 
     Round 0 sends every prompt of every order in one ``engine.generate`` call; each retry round sends the prompts
-    whose answers did not parse, at ``max(retry_temperature, sampling.temperature)``. Engine errors (prompt too
-    long, engine unavailable) are final. ``progress(completed, total, description)`` is called after each round.
+    whose answers did not parse or were truncated, at ``max(retry_temperature, sampling.temperature)``. Engine
+    errors (prompt too long, engine unavailable) are final; a :class:`~trl_grrm.engines.JudgeConfigurationError`
+    propagates. ``progress(completed, total, description)`` is called after each round.
     """
     if permutations < 1:
         raise ValueError(f"permutations must be >= 1, got {permutations}")
@@ -352,8 +374,9 @@ def judge_groups(
             _accept(request, output, judge, attempt, temperature)
         if attempt == max_retries:
             for request in pending:
-                if not request.done:
-                    request.done, request.failure = True, "parse_failed"
+                if not request.done:  # what the last answer was decides the reason
+                    request.done = True
+                    request.failure = TRUNCATED if request.attempts[-1].get("truncated") else PARSE_FAILED
         completed += sum(r.done for r in pending)
         pending = [r for r in pending if not r.done]
         if progress is not None:
@@ -363,9 +386,7 @@ def judge_groups(
         failures = [r.failure for r in evaluation.requests if r.failure]
         if failures:
             # The most telling reason: an engine-side problem over a format problem.
-            evaluation.failure = next(
-                (f for f in ("unavailable", "prompt_too_long", "parse_failed") if f in failures), failures[0]
-            )
+            evaluation.failure = next((f for f in JUDGE_FAILURES if f in failures), failures[0])
             continue
         n = len(evaluation.order)
         shown_scores = judge.combine([r.parsed for r in evaluation.requests], n)
@@ -381,11 +402,18 @@ def judge_groups(
 def _accept(request: _Request, output: JudgeOutput, judge: RankingJudge, attempt: int, temperature: float) -> None:
     record: dict[str, Any] = {"attempt": attempt, "temperature": temperature, "response": output.text}
     record["prompt_tokens"], record["completion_tokens"] = output.prompt_tokens, output.completion_tokens
+    if output.finish_reason is not None:
+        record["finish_reason"] = output.finish_reason
+    if output.request_retries:
+        record["request_retries"] = output.request_retries
     request.attempts.append(record)
+    if output.error == TRUNCATED:  # a cut answer is not a judgment: asked again, like one that does not parse
+        record["error"], record["truncated"] = TRUNCATED, True
+        return
     if output.error is not None:
         record["error"], record["detail"] = output.error, output.detail
         request.done = True
-        request.failure = "prompt_too_long" if output.error == "prompt_too_long" else "unavailable"
+        request.failure = PROMPT_TOO_LONG if output.error == PROMPT_TOO_LONG else UNAVAILABLE
         return
     try:
         parsed = judge.parse(output.text or "", request.prompt_index, len(request.evaluation.order))
@@ -403,16 +431,14 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _one_permutation(evaluations: Sequence[_Evaluation]) -> dict[str, Any]:
+def _one_permutation(evaluations: Sequence[_Evaluation], any_judged: bool) -> dict[str, Any]:
     strict, lenient, parsed_strict, ties, truth_ties = [], [], [], [], []
-    failures = {"parse_failed": 0, "prompt_too_long": 0, "unavailable": 0}
+    failures = dict.fromkeys(JUDGE_FAILURES, 0)
     for evaluation in evaluations:
         truth = evaluation.group.scores
         truth_ties.append(tie_rate(dict(enumerate(truth))))
         if evaluation.scores is None:
-            strict.append(0.0)
-            lenient.append(0.0)
-            failures[evaluation.failure or "parse_failed"] += 1
+            failures[evaluation.failure or PARSE_FAILED] += 1
             continue
         value = _relation_accuracy(evaluation.scores, truth, "class")
         strict.append(value)
@@ -420,11 +446,16 @@ def _one_permutation(evaluations: Sequence[_Evaluation]) -> dict[str, Any]:
         lenient.append(_relation_accuracy(evaluation.scores, truth, "half"))
         ties.append(tie_rate(dict(enumerate(evaluation.scores))))
     count = len(evaluations)
+    judged = len(parsed_strict)
+    unjudged = count - judged
+    # The paper's metric counts an unjudged group 0; when nothing at all was judged there is no accuracy to report.
     return {
-        "accuracy": _mean(strict),
-        "accuracy_tie_lenient": _mean(lenient),
+        "accuracy": _mean(strict + [0.0] * unjudged) if any_judged else None,
+        "accuracy_tie_lenient": _mean(lenient + [0.0] * unjudged) if any_judged else None,
         "accuracy_parsed": _mean(parsed_strict),
-        "parse_failure_rate": sum(failures.values()) / count if count else None,
+        "judged": judged,
+        "unjudged_rate": unjudged / count if count else None,
+        "parse_failure_rate": failures[PARSE_FAILED] / count if count else None,
         "tie_rate": _mean(ties),
         "truth_tie_rate": _mean(truth_ties),
         "failures": failures,
@@ -434,31 +465,38 @@ def _one_permutation(evaluations: Sequence[_Evaluation]) -> dict[str, Any]:
 def summarize(evaluations: Sequence[_Evaluation], permutations: int) -> dict[str, Any]:
     """Metrics of one subset of groups (see the module doc), averaged over the permutations."""
     by_permutation = [[e for e in evaluations if e.permutation == p] for p in range(permutations)]
-    per = [_one_permutation(subset) for subset in by_permutation]
+    any_judged = any(e.scores is not None for e in evaluations)
+    per = [_one_permutation(subset, any_judged) for subset in by_permutation]
     first = by_permutation[0]
     result: dict[str, Any] = {
         "groups": len(first),
         "pairs": sum(math.comb(len(e.group.candidates), 2) for e in first),
+        "evaluations": len(evaluations),
+        "judged": sum(p["judged"] for p in per),
     }
-    for key in ("accuracy", "accuracy_tie_lenient", "accuracy_parsed", "parse_failure_rate", "tie_rate",
-                "truth_tie_rate"):  # fmt: skip
+    for key in ("accuracy", "accuracy_tie_lenient", "accuracy_parsed", "unjudged_rate", "parse_failure_rate",
+                "tie_rate", "truth_tie_rate"):  # fmt: skip
         values = [p[key] for p in per if p[key] is not None]
         result[key] = _mean(values)
     result["failures"] = {k: sum(p["failures"][k] for p in per) for k in per[0]["failures"]}
     requests = [r for e in evaluations for r in e.requests]
-    answers = [a for r in requests for a in r.attempts if "error" not in a]
+    attempts = [a for r in requests for a in r.attempts]
+    answers = [a for a in attempts if "error" not in a]
     result["requests"] = len(requests)
     result["answers"] = len(answers)
-    result["retries"] = sum(a["attempt"] > 0 for r in requests for a in r.attempts)
+    result["retries"] = sum(a["attempt"] > 0 for a in attempts)
+    result["truncated_answers"] = sum(bool(a.get("truncated")) for a in attempts)
+    result["request_retries"] = sum(a.get("request_retries", 0) for a in attempts)
     result["answer_parse_failure_rate"] = _mean([float("parse_error" in a) for a in answers])
     if permutations > 1:
-        accuracies = [p["accuracy"] for p in per]
+        accuracies = [p["accuracy"] for p in per if p["accuracy"] is not None]
         result["per_permutation"] = {
             key: [p[key] for p in per]
-            for key in ("accuracy", "accuracy_tie_lenient", "accuracy_parsed", "parse_failure_rate", "tie_rate")
-        }
-        result["accuracy_spread"] = max(accuracies) - min(accuracies)
-        result["accuracy_std"] = statistics.pstdev(accuracies)
+            for key in ("accuracy", "accuracy_tie_lenient", "accuracy_parsed", "unjudged_rate", "parse_failure_rate",
+                        "tie_rate")
+        }  # fmt: skip
+        result["accuracy_spread"] = max(accuracies) - min(accuracies) if accuracies else None
+        result["accuracy_std"] = statistics.pstdev(accuracies) if accuracies else None
         by_group: dict[int, list[_Evaluation]] = {}
         for evaluation in evaluations:
             by_group.setdefault(evaluation.group.index, []).append(evaluation)
@@ -479,8 +517,8 @@ def summarize(evaluations: Sequence[_Evaluation], permutations: int) -> dict[str
             averaged_strict.append(_relation_accuracy(mean_scores, truth, "class"))
             averaged_lenient.append(_relation_accuracy(mean_scores, truth, "half"))
         result["score_averaged"] = {
-            "accuracy": _mean(averaged_strict),
-            "accuracy_tie_lenient": _mean(averaged_lenient),
+            "accuracy": _mean(averaged_strict) if any_judged else None,
+            "accuracy_tie_lenient": _mean(averaged_lenient) if any_judged else None,
         }
     return result
 
@@ -510,7 +548,7 @@ def audit_records(evaluations: Sequence[_Evaluation]) -> list[dict[str, Any]]:
             "truth": group.scores,
             "evaluations": [],
         })  # fmt: skip
-        accuracy = lenient = 0.0
+        accuracy = lenient = None
         if evaluation.scores is not None:
             accuracy = _relation_accuracy(evaluation.scores, group.scores, "class")
             lenient = _relation_accuracy(evaluation.scores, group.scores, "half")
@@ -543,15 +581,21 @@ def render_table(metrics: dict[str, Any], title: str, console: Any) -> None:
     from rich.table import Table
 
     rows = [*metrics["by_language_pair"].items(), ("overall", metrics["overall"])]
-    table = Table(title=f"{title}\npairwise ranking accuracy, %", title_justify="left")
-    headers = ("pair", "groups", "pairs", "acc", "tie-lenient", "acc parsed", "parse fail", "ties", "true ties")
+    table = Table(
+        title=f"{title}\npairwise ranking accuracy and tie rates, %; judged and failures count groups x orders",
+        title_justify="left",
+    )
+    headers = ("pair", "groups", "pairs", "acc", "tie-lenient", "acc parsed", "judged", "unavail.", "too long",
+               "truncated", "parse fail", "ties", "true ties")  # fmt: skip
     for header in headers:
         table.add_column(header, justify="left" if header == "pair" else "right")
     for name, m in rows:
+        failures = m["failures"]
         table.add_row(
             name, str(m["groups"]), str(m["pairs"]), _fmt(m["accuracy"]), _fmt(m["accuracy_tie_lenient"]),
-            _fmt(m["accuracy_parsed"]), _fmt(m["parse_failure_rate"]), _fmt(m["tie_rate"]), _fmt(m["truth_tie_rate"]),
-            style="bold" if name == "overall" else None,
+            _fmt(m["accuracy_parsed"]), f"{m['judged']}/{m['evaluations']}", str(failures[UNAVAILABLE]),
+            str(failures[PROMPT_TOO_LONG]), str(failures[TRUNCATED]), str(failures[PARSE_FAILED]),
+            _fmt(m["tie_rate"]), _fmt(m["truth_tie_rate"]), style="bold" if name == "overall" else None,
         )  # fmt: skip
     console.print(table)
     if "per_permutation" not in metrics["overall"]:
@@ -597,7 +641,7 @@ def save_plot(metrics: dict[str, Any], path: str | Path, title: str) -> None:
     if multi:
         ax = axes[0][1]
         for name, m in rows:
-            values = [100 * v for v in m["per_permutation"]["accuracy"]]
+            values = [math.nan if v is None else 100 * v for v in m["per_permutation"]["accuracy"]]
             ax.plot(range(len(values)), values, marker="o", label=name)
         ax.set_xticks(range(len(m["per_permutation"]["accuracy"])))
         ax.set_xlabel("candidate order (0 = stored)")
@@ -642,7 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--api-key-env", default="JUDGE_API_KEY",
                        help="openai: environment variable with the API key (default JUDGE_API_KEY; unset: EMPTY).")
     judge.add_argument("--max-concurrency", type=int, default=64, help="openai: concurrent requests.")
-    judge.add_argument("--request-timeout", type=float, default=600.0, help="openai: seconds per request.")
+    judge.add_argument("--request-timeout", type=float, default=600.0, help="openai: seconds per request attempt.")
+    judge.add_argument("--request-retries", type=int, default=3,
+                       help="openai: retries of a request that failed (connection error, timeout, 5xx, malformed "
+                       "reply), with exponential backoff, on the next URL. Default 3.")
+    judge.add_argument("--request-backoff", type=float, default=1.0,
+                       help="openai: seconds before the first retry; doubles on each retry. Default 1.0.")
     judge.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm")
     judge.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm")
     judge.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + answer).")
@@ -682,6 +731,8 @@ def build_engine(args: argparse.Namespace) -> JudgeEngine:
             api_key_env=args.api_key_env,
             max_concurrency=args.max_concurrency,
             timeout=args.request_timeout,
+            max_retries=args.request_retries,
+            backoff_seconds=args.request_backoff,
         )
     if args.backend == "vllm":
         return VLLMEngine(
@@ -705,6 +756,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--limit must be >= 1")
     if args.temperature < 0 or args.retry_temperature < 0:
         raise ValueError("temperatures must be >= 0")
+    if args.request_retries < 0 or args.request_backoff < 0 or args.request_timeout <= 0:
+        raise ValueError("--request-retries and --request-backoff must be >= 0, --request-timeout > 0")
 
 
 class _Progress:
@@ -745,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     # Logs and CI captures are not terminals; rich would squeeze the table into 80 columns there.
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         _check_args(args)
         dataset = load_ranking_dataset(args.dataset, split=args.split, config=args.dataset_config)
@@ -754,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         all_groups = groups_from_dataset(dataset)
         judge = GQMJudge(ranking_mismatch=args.ranking_mismatch) if args.judge == "gqm" else JUDGES[args.judge]()
         engine = build_engine(args)
-    except (ValueError, FileNotFoundError) as error:  # bad arguments, missing files, unknown hub datasets
+    except (ValueError, FileNotFoundError, JudgeConfigurationError) as error:  # bad arguments, files, hub datasets
         print(f"trl-grrm eval-ranking: error: {error}", file=sys.stderr)
         return 2
     limit = judge.max_candidates or math.inf
@@ -776,6 +829,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 permutations=args.permutations, seed=args.seed, max_retries=args.max_retries,
                 retry_temperature=args.retry_temperature, progress=progress,
             )  # fmt: skip
+    except JudgeConfigurationError as error:  # no retry can help: stop before writing any result
+        print(f"trl-grrm eval-ranking: error: {error}", file=sys.stderr)
+        return 2
     finally:
         engine.close()
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
@@ -798,15 +854,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         "groups": audit_records(evaluations),
     }
     output.write_text(json.dumps(result, ensure_ascii=False, indent=1))
-    try:
-        save_plot(metrics, plot, title)
-    except ImportError:  # matplotlib is an optional dependency (the `eval` extra)
-        print("trl-grrm eval-ranking: matplotlib is not installed (pip install 'trl-grrm[eval]'); no plot written",
-              file=sys.stderr)  # fmt: skip
+    judged = metrics["overall"]["judged"] > 0
+    if not judged:  # a plot of accuracies that do not exist would only mislead
         plot = None
+    else:
+        try:
+            save_plot(metrics, plot, title)
+        except ImportError:  # matplotlib is an optional dependency (the `eval` extra)
+            print("trl-grrm eval-ranking: matplotlib is not installed (pip install 'trl-grrm[eval]'); no plot written",
+                  file=sys.stderr)  # fmt: skip
+            plot = None
     render_table(metrics, title, console)
     console.print(f"results: {output}" + (f"\nplot: {plot}" if plot else ""))
+    if not judged:
+        print(f"trl-grrm eval-ranking: error: {_nothing_judged(evaluations)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _nothing_judged(evaluations: Sequence[_Evaluation]) -> str:
+    """One line on why the judge scored no group: the failure counts and the first failure of the commonest kind."""
+    counts = dict.fromkeys(JUDGE_FAILURES, 0)
+    for evaluation in evaluations:
+        counts[evaluation.failure or PARSE_FAILED] += 1
+    commonest = max(counts, key=counts.get)
+    example = next(
+        (r.attempts[-1] for e in evaluations for r in e.requests if r.failure == commonest and r.attempts), {}
+    )
+    detail = example.get("detail") or example.get("parse_error") or ""
+    if commonest == TRUNCATED:
+        detail = "every answer hit --max-tokens; raise it"
+    line = f"no group could be judged: {describe_failures(counts)} of {len(evaluations)} (groups x orders)"
+    return f"{line}; e.g. {' '.join(detail.split())[:300]}" if detail else line
 
 
 if __name__ == "__main__":

@@ -126,12 +126,15 @@ class GQMJudgment:
 
     ``scores`` maps every expected id to an integer 0-10. ``ranking`` is ``None`` when the answer had no ranking
     line; ``ranking_agrees`` is ``None`` then, else whether the ranking orders every pair as the scores do.
+    ``revised_scores`` is ``True`` when a later complete scores line changed the scores under the ``Scores`` header
+    (the later line wins, as in the official code, which reads the last line).
     """
 
     scores: dict[str, int]
     ranking: Ranking | None
     ranking_agrees: bool | None
     analysis: str
+    revised_scores: bool = False
 
     def ordered_scores(self, ids: Sequence[str]) -> list[int]:
         return [self.scores[cid] for cid in ids]
@@ -141,6 +144,13 @@ _FULL_WIDTH = str.maketrans({"：": ":", "，": ",", "＞": ">", "＝": "=", "�
 _HEADER_RE = re.compile(r"^(?:#+\s*)?(?:final\s+)?(?P<kind>rankings?|scores?|scoring)\s*(?P<colon>:)?\s*(?P<rest>.*)$", re.I)
 _SCORE_ITEM_RE = re.compile(r"^(?:(?:translation|candidate)\s+)?(?P<id>[A-Za-z]{1,2})\s*:\s*(?P<value>.+?)$", re.I)
 _INTEGER_RE = re.compile(r"^[+-]?\d+$")
+# 0-10 needs two digits; longer digit runs are rejected before int(), which refuses more than 4300 digits itself.
+_MAX_SCORE_DIGITS = 2
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut for an error message: a looping judge can write lines of any length."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _clean_line(line: str) -> str:
@@ -157,21 +167,26 @@ def _parse_scores_line(line: str, expected_ids: Sequence[str]) -> dict[str, int]
     for item in items:
         match = _SCORE_ITEM_RE.match(item)
         if not match:
-            raise GQMParseError(f"not a scores line: {line!r}")
+            raise GQMParseError(f"not a scores line: {_shorten(line)!r}")
         cid, value = match["id"], match["value"].strip()
         if cid not in expected_ids:
-            raise GQMParseError(f"unknown candidate {cid!r} in scores line {line!r}")
+            raise GQMParseError(f"unknown candidate {cid!r} in scores line {_shorten(line)!r}")
         if cid in scores:
-            raise GQMParseError(f"candidate {cid!r} scored twice in {line!r}")
+            raise GQMParseError(f"candidate {cid!r} scored twice in {_shorten(line)!r}")
         if not _INTEGER_RE.match(value):
-            raise GQMParseError(f"score of {cid} is not an integer: {value!r}")
+            raise GQMParseError(f"score of {cid} is not an integer: {_shorten(value)!r}")
+        digits = len(value.lstrip("+-"))
+        if digits > _MAX_SCORE_DIGITS:
+            raise GQMParseError(
+                f"score of {cid} has {digits} digits, outside {MIN_SCORE}-{MAX_SCORE}: {_shorten(value)!r}"
+            )
         score = int(value)
         if not MIN_SCORE <= score <= MAX_SCORE:
             raise GQMParseError(f"score of {cid} is outside {MIN_SCORE}-{MAX_SCORE}: {score}")
         scores[cid] = score
     missing = [cid for cid in expected_ids if cid not in scores]
     if missing:
-        raise GQMParseError(f"no score for candidate(s) {', '.join(missing)} in {line!r}")
+        raise GQMParseError(f"no score for candidate(s) {', '.join(missing)} in {_shorten(line)!r}")
     return scores
 
 
@@ -179,19 +194,38 @@ def _next_content(lines: list[str], start: int) -> int | None:
     return next((i for i in range(start, len(lines)) if lines[i]), None)
 
 
+def _last_complete_scores(lines: list[str], start: int, expected_ids: Sequence[str]) -> dict[str, int] | None:
+    """The scores of the last line from ``start`` on that is a complete scores line (bare or after a header)."""
+    for line in reversed(lines[start:]):
+        header = _HEADER_RE.match(line)
+        text = header["rest"].strip() if header and header["colon"] and header["rest"] else line
+        if not text:
+            continue
+        try:
+            return _parse_scores_line(text, expected_ids)
+        except GQMParseError:
+            continue
+    return None
+
+
 def parse_gqm_output(text: str, expected_ids: Sequence[str]) -> GQMJudgment:
     """Parse a GRRM answer into per-candidate scores and the ranking.
 
-    The scores line is the line under the last ``Scores`` header, or else the last non-empty line. The ranking is
-    the line under the last ``Final Ranking`` header, or else a ranking-shaped line right before the scores.
-    Tolerated: blank lines and spaces, ``**``/``__``/backticks, a trailing period, full-width ``：`` and ``，``,
-    scores in any order, a missing ranking. Raises :class:`GQMParseError` on a missing, repeated or unknown id,
-    a score that is not an integer in 0-10, or no scores line.
+    The scores line is the line under the last ``Scores`` header, or else the last non-empty line. When a complete
+    scores line follows it (the judge revised its scores), the last such line wins and ``revised_scores`` tells
+    whether the scores changed. The ranking is the line under the last ``Final Ranking`` header, or else a
+    ranking-shaped line right before the scores. Tolerated: blank lines and spaces, ``**``/``__``/backticks, a
+    trailing period, full-width ``：`` and ``，``, scores in any order, a missing ranking. Raises
+    :class:`GQMParseError` on a missing, repeated or unknown id, a score that is not an integer in 0-10 (at most two
+    digits), or no scores line.
 
     Example:
         >>> j = parse_gqm_output("...\\n### Final Ranking:\\nA > B\\n### Scores:\\n**B: 3, A: 8**", ["A", "B"])
         >>> j.scores, j.ranking, j.ranking_agrees
         ({'B': 3, 'A': 8}, [['A'], ['B']], True)
+        >>> j = parse_gqm_output("...\\n### Scores:\\nA: 8, B: 3\\nOn reflection, B is fine:\\nA: 8, B: 6", ["A", "B"])
+        >>> j.scores, j.revised_scores
+        ({'A': 8, 'B': 6}, True)
     """
     expected_ids = list(expected_ids)
     lines = [_clean_line(line) for line in text.splitlines()]
@@ -213,7 +247,17 @@ def parse_gqm_output(text: str, expected_ids: Sequence[str]) -> GQMJudgment:
         scores_line = lines[scores_index] if scores_index is not None else ""
     if not scores_line:
         raise GQMParseError("no scores line")
-    scores = _parse_scores_line(scores_line, expected_ids)
+    try:
+        scores: dict[str, int] | None = _parse_scores_line(scores_line, expected_ids)
+    except GQMParseError as error:
+        scores, parse_error = None, error
+    revised = False
+    later = _last_complete_scores(lines, scores_index + 1, expected_ids) if scores_index is not None else None
+    if later is not None:
+        revised = scores is not None and later != scores
+        scores = later
+    elif scores is None:
+        raise parse_error
 
     ranking_line: str | None = None
     analysis_end = scores_index if scores_index is not None else len(lines)
@@ -243,7 +287,7 @@ def parse_gqm_output(text: str, expected_ids: Sequence[str]) -> GQMJudgment:
             ranking = None
         agrees = ranking is not None and ranking_agrees_with_scores(ranking, scores)
     analysis = "\n".join(text.splitlines()[:analysis_end]).strip()
-    return GQMJudgment(scores=scores, ranking=ranking, ranking_agrees=agrees, analysis=analysis)
+    return GQMJudgment(scores=scores, ranking=ranking, ranking_agrees=agrees, analysis=analysis, revised_scores=revised)
 
 
 @dataclass(frozen=True)

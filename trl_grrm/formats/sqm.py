@@ -94,6 +94,9 @@ def parse_sqm_output(text: str) -> int:
     match = _SCORE_LINE_RE.match(line)
     if not match:
         raise SQMParseError(f"the last line is not a score: {lines[-1].strip()!r}")
+    digits = match["value"].lstrip("+-")
+    if len(digits) > 2:  # also keeps int() away from answers with thousands of digits
+        raise SQMParseError(f"the score has {len(digits)} digits; expected {MIN_SCORE}-{MAX_SCORE}")
     score = int(match["value"])
     if not MIN_SCORE <= score <= MAX_SCORE:
         raise SQMParseError(f"score outside {MIN_SCORE}-{MAX_SCORE}: {score}")

@@ -16,16 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import distributed
-from ..engines import JudgeEngine, JudgeOutput, OpenAIEngine, SamplingSettings, TransformersEngine, VLLMEngine
+from ..engines import (
+    JudgeConfigurationError,
+    JudgeEngine,
+    JudgeOutput,
+    OpenAIEngine,
+    SamplingSettings,
+    TransformersEngine,
+    VLLMEngine,
+)
 from ..formats.gqm import CANDIDATE_IDS, GQMJudgment, GQMParseError, build_gqm_prompt, parse_gqm_output
 from ..formats.mt import completion_text, get_extractor
+from ..judging.failures import PARSE_FAILED, PROMPT_TOO_LONG, TOO_FEW_DISTINCT, TRUNCATED, UNAVAILABLE
 from ..ranking import tie_rate
 from .penalties import soft_overlong_penalty
 
 logger = logging.getLogger(__name__)
 
-# Why a group got no judge scores. Each has its own counter in the logs.
-UNJUDGED_REASONS = ("too_few_distinct", "prompt_too_long", "parse_failed", "judge_unavailable")
+# Why a group got no judge scores (see trl_grrm.judging.failures). Each has its own counter in the logs.
+UNJUDGED_REASONS = (TOO_FEW_DISTINCT, PROMPT_TOO_LONG, PARSE_FAILED, TRUNCATED, UNAVAILABLE)
+# Metric names kept for dashboards made before the vocabulary was shared with the evaluation commands.
+_LEGACY_REASON_METRICS = {UNAVAILABLE: "judge_unavailable"}
 
 
 @dataclass
@@ -76,6 +87,7 @@ class GroupRelativeRewardConfig:
     score_scale: float = field(default=0.1, metadata={"help": "Reward per judge score point (scores are 0-10)."})
     invalid_completion_reward: float | None = field(default=0.0, metadata={"help": "Reward for a completion with no extractable translation (None: unscored)."})
     unjudged_reward: float | None = field(default=None, metadata={"help": "Reward for valid completions of a group that could not be judged (None: unscored)."})
+    unjudged_overlong_penalty: bool = field(default=False, metadata={"help": "Also subtract the soft overlong penalty from unjudged_reward, so that in groups the judge could not score a short valid completion still beats an over-long one (the official GRRM code does this)."})
     overlong_max_tokens: int | None = field(default=None, metadata={"help": "Soft overlong penalty: full penalty at this completion length (None: off)."})
     overlong_buffer_tokens: int = field(default=0, metadata={"help": "Soft overlong penalty ramps up over this many tokens before overlong_max_tokens."})
     overlong_penalty: float = field(default=0.0, metadata={"help": "Largest overlong penalty subtracted from the reward."})
@@ -117,9 +129,15 @@ class GroupRelativeRewardConfig:
 
     @classmethod
     def grrm_paper(cls, judge_model: str = "double7/Qwen2.5-7B-GRRM", **overrides: Any) -> GroupRelativeRewardConfig:
-        """The GRRM paper's MT GRPO reward settings (scores x 0.01, -0.04 for invalid or unjudged completions,
-        overlong buffer 2048 of 4096 tokens with penalty 0.04, greedy judge, 2048-token judge prompts, the strict
-        single-code-block extractor), plus bounded retries, which the paper lacked.
+        """The GRRM paper's MT GRPO reward settings (scores x 0.01, -0.04 for invalid completions, overlong buffer
+        2048 of 4096 tokens with penalty 0.04, greedy judge, 2048-token judge prompts, the strict single-code-block
+        extractor), plus bounded retries, which the paper lacked.
+
+        Valid completions of a group the judge could not score get what the official code gives them when the judge
+        answer does not parse: -0.04 x 0.01 = -0.0004 minus their overlong penalty, so such a group still ranks
+        valid above invalid and short above over-long. The official code gives everyone -0.04 (zero advantage)
+        when the group has fewer than two distinct valid translations or its judge prompt is too long; here those
+        groups get the same fallback as a parse failure (docs/reproduction.md).
 
         Example:
             >>> GroupRelativeRewardConfig.grrm_paper(backend="openai", base_url="http://judge:8000/v1").score_scale
@@ -129,7 +147,8 @@ class GroupRelativeRewardConfig:
             judge_model=judge_model,
             score_scale=0.01,
             invalid_completion_reward=-0.04,
-            unjudged_reward=-0.04,
+            unjudged_reward=-0.04 * 0.01,
+            unjudged_overlong_penalty=True,
             overlong_max_tokens=4096,
             overlong_buffer_tokens=2048,
             overlong_penalty=0.04,
@@ -167,6 +186,21 @@ class _GroupResult:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    request_retries: int = 0  # transport-level retries the engine spent on this group's requests
+    revised_scores: bool = False  # the accepted answer changed its scores after the Scores section
+
+
+@dataclass
+class _Failure:
+    """An exception one process hit while judging, shipped to every process in place of its results."""
+
+    rank: int
+    kind: str
+    message: str
+    configuration: bool = False
+
+    def __str__(self) -> str:
+        return f"process {self.rank}: {self.kind}: {self.message}"
 
 
 def _dedup_key(text: str) -> str:
@@ -278,31 +312,40 @@ class GroupRelativeRewardFunction:
         log_metric: Callable[[str, float], None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
+        """One reward per completion, called by TRL with every dataset column as a keyword.
+
+        Every process raises the same error, never one alone: ``ValueError`` for unusable inputs (a missing column, a
+        column whose length differs from the batch, a source or language value that is ``None``, NaN, empty or not a
+        string, a completion that is not text), naming the process, row and column;
+        :class:`~trl_grrm.engines.JudgeConfigurationError` with the engine's message when the judge cannot answer as
+        configured (never a fallback reward); ``RuntimeError("GRRM judging failed: ...")`` for anything else.
+        """
         c = self.config
-        for column in (c.source_column, c.source_language_column, c.target_language_column):
-            if column not in columns:
-                available = sorted(k for k in columns if k not in ("log_extra",))
-                raise ValueError(
-                    f"GroupRelativeRewardFunction needs the dataset column {column!r} (set by "
-                    f"`source_column`/`source_language_column`/`target_language_column`); the dataset passed the "
-                    f"columns {available}."
-                )
-        if len(completions) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
         group_size, mode = self._group_size_and_mode()
-        local = [
-            _Candidate(
-                prompt_key=prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str),
-                source=str(columns[c.source_column][i]),
-                source_language=str(columns[c.source_language_column][i]),
-                target_language=str(columns[c.target_language_column][i]),
-                translation=self._extract(completion_text(completions[i])),
-                num_tokens=len(completion_ids[i]) if completion_ids is not None else 0,
-            )
-            for i, prompt in enumerate(prompts)
-        ]
         rank, world = distributed.process_index(), distributed.num_processes()
-        per_rank = distributed.all_gather_objects(local)
+        # A bad row is shared with the completions, so every process raises the same error: one that raised alone
+        # would leave the others waiting in the exchange until their connection closes.
+        problem = self._check_inputs(prompts, completions, completion_ids, columns)
+        local: list[_Candidate] = []
+        for i, prompt in enumerate([] if problem else prompts):
+            try:
+                local.append(_Candidate(
+                    prompt_key=prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str),
+                    source=columns[c.source_column][i],
+                    source_language=columns[c.source_language_column][i],
+                    target_language=columns[c.target_language_column][i],
+                    translation=self._extract(completion_text(completions[i])),
+                    num_tokens=len(completion_ids[i]) if completion_ids is not None else 0,
+                ))  # fmt: skip
+            except (TypeError, AttributeError, KeyError) as error:  # e.g. a message list holding plain strings
+                problem = f"completion {i} (or its completion_ids) cannot be read: {type(error).__name__}: {error}"
+                local = []
+                break
+        gathered_inputs = distributed.all_gather_objects((local, problem))
+        problems = [f"process {r}: {p}" for r, (_, p) in enumerate(gathered_inputs) if p]
+        if problems:
+            raise ValueError("GroupRelativeRewardFunction got unusable inputs: " + "; ".join(problems))
+        per_rank = [part for part, _ in gathered_inputs]
         if len({len(part) for part in per_rank}) != 1:
             raise RuntimeError(f"processes hold different numbers of completions: {[len(p) for p in per_rank]}")
         everything = [candidate for part in per_rank for candidate in part]
@@ -311,16 +354,21 @@ class GroupRelativeRewardFunction:
         started = time.perf_counter()
         owner = (lambda g: g % world) if c.judge_on == "all_processes" else (lambda g: 0)
         mine = [g for g in range(len(groups)) if owner(g) == rank]
+        local_error: Exception | None = None
         try:
             local_results: Any = self.judge_groups([groups[g] for g in mine], everything, mine)
         except Exception as error:  # surfaced on every rank below, so no rank waits forever in the gather
-            logger.exception("Judging failed on process %d", rank)
-            local_results = f"process {rank}: {type(error).__name__}: {error}"
+            local_error = error
+            if isinstance(error, JudgeConfigurationError):
+                local_results = _Failure(rank, error.__class__.__name__, str(error), configuration=True)
+            else:
+                logger.exception("Judging failed on process %d", rank)
+                local_results = _Failure(rank, error.__class__.__name__, str(error))
         elapsed = time.perf_counter() - started
         gathered = distributed.all_gather_objects((local_results, elapsed))
-        failures = [r for r, _ in gathered if isinstance(r, str)]
+        failures = [r for r, _ in gathered if isinstance(r, _Failure)]
         if failures:
-            raise RuntimeError("GRRM judging failed: " + "; ".join(failures))
+            self._raise_failures(failures, local_error)
         results = sorted((r for part, _ in gathered for r in part), key=lambda r: r.index)
         latency = max(t for _, t in gathered)
 
@@ -335,6 +383,56 @@ class GroupRelativeRewardFunction:
             self._write_audit(results, everything, rewards_global, step, mode)
         offset = rank * len(local)
         return rewards_global[offset : offset + len(local)]
+
+    def _check_inputs(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]] | None,
+        columns: dict[str, Any],
+    ) -> str | None:
+        """The first problem with this process's inputs, as a message naming the row and column, or ``None``."""
+        c = self.config
+        count = len(completions)
+        for column in (c.source_column, c.source_language_column, c.target_language_column):
+            if column not in columns:
+                available = sorted(k for k in columns if k not in ("log_extra",))
+                return (
+                    f"needs the dataset column {column!r} (set by "
+                    f"`source_column`/`source_language_column`/`target_language_column`); the dataset passed the "
+                    f"columns {available}."
+                )
+        if len(prompts) != count:
+            return f"got {len(prompts)} prompts but {count} completions"
+        if completion_ids is not None and len(completion_ids) != count:
+            return f"got {len(completion_ids)} completion_ids for {count} completions"
+        for column in (c.source_column, c.source_language_column, c.target_language_column):
+            values = columns[column]
+            if len(values) != count:
+                return f"column {column!r} has {len(values)} values for {count} completions"
+            for row, value in enumerate(values):
+                if not isinstance(value, str) or not value.strip():
+                    return (
+                        f"row {row} of column {column!r} is {value!r}; expected a non-empty string "
+                        "(filter or fill such rows before training)"
+                    )
+        for row, completion in enumerate(completions):
+            if not isinstance(completion, (str, list, dict)):
+                return (
+                    f"completion {row} is a {type(completion).__name__}; expected a string or a list of messages"
+                )
+        return None
+
+    @staticmethod
+    def _raise_failures(failures: list[_Failure], local_error: Exception | None) -> None:
+        """Raise, on every process, the error judging hit on some: a configuration error as itself, with the engine's
+        message unchanged (this process re-raises its own exception object, traceback included)."""
+        configuration = [f for f in failures if f.configuration]
+        if configuration:
+            if isinstance(local_error, JudgeConfigurationError):
+                raise local_error
+            raise JudgeConfigurationError(configuration[0].message)
+        raise RuntimeError("GRRM judging failed: " + "; ".join(str(f) for f in failures)) from local_error
 
     # -- grouping ----------------------------------------------------------------------------------------------
 
@@ -397,7 +495,7 @@ class GroupRelativeRewardFunction:
                 result.member_unique.append(seen[key])
             results.append(result)
             if len(result.unique) < 2:
-                result.unjudged_reason = "too_few_distinct"
+                result.unjudged_reason = TOO_FEW_DISTINCT
                 continue
             if len(result.unique) > len(CANDIDATE_IDS):
                 raise ValueError(f"a group has {len(result.unique)} distinct candidates; the judge format allows 26")
@@ -430,8 +528,8 @@ class GroupRelativeRewardFunction:
                 if not self._accept(result, messages, order, output, attempt):
                     still_failing.append((result, messages, order))
             pending = [p for p in still_failing if p[0].unjudged_reason is None]
-        for result, _, _ in pending:
-            result.unjudged_reason = "parse_failed"
+        for result, _, _ in pending:  # what the last answer was decides the reason
+            result.unjudged_reason = TRUNCATED if result.attempts[-1].get("truncated") else PARSE_FAILED
         return results
 
     def _drop_long_prompts(self, pending: list) -> list:
@@ -444,7 +542,7 @@ class GroupRelativeRewardFunction:
         kept = []
         for item, length in zip(pending, lengths):
             if length > min(limits):
-                item[0].unjudged_reason = "prompt_too_long"
+                item[0].unjudged_reason = PROMPT_TOO_LONG
             else:
                 kept.append(item)
         return kept
@@ -456,15 +554,26 @@ class GroupRelativeRewardFunction:
         result.attempts.append(record)
         result.prompt_tokens += output.prompt_tokens
         result.completion_tokens += output.completion_tokens
+        result.request_retries += output.request_retries
+        if output.request_retries:
+            record["request_retries"] = output.request_retries
+        if output.finish_reason is not None:
+            record["finish_reason"] = output.finish_reason
+        if output.error == TRUNCATED:
+            # A cut answer is not a judgment, even when what is left parses ("D: 10" cut to "D: 1"): the caller
+            # asks again, as for an answer that does not parse.
+            record["error"] = TRUNCATED
+            record["truncated"] = True
+            return False
         if output.error is not None:
             record["error"] = output.error
             record["detail"] = output.detail
-            if output.error == "prompt_too_long":
-                result.unjudged_reason = "prompt_too_long"
+            if output.error == PROMPT_TOO_LONG:
+                result.unjudged_reason = PROMPT_TOO_LONG
             elif self.config.on_judge_unavailable == "raise":
                 raise RuntimeError(f"judge engine unavailable: {output.detail}")
             else:
-                result.unjudged_reason = "judge_unavailable"
+                result.unjudged_reason = UNAVAILABLE
             return False
         ids = list(CANDIDATE_IDS[: len(order)])
         try:
@@ -479,7 +588,10 @@ class GroupRelativeRewardFunction:
             scores[unique_index] = judgment.scores[ids[position]]
         result.scores = scores
         result.ranking_agrees = judgment.ranking_agrees
+        result.revised_scores = judgment.revised_scores
         record["scores"] = judgment.scores
+        if judgment.revised_scores:
+            record["revised_scores"] = True
         return True
 
     # -- rewards, statistics, audit ----------------------------------------------------------------------------
@@ -491,19 +603,23 @@ class GroupRelativeRewardFunction:
             for index, unique_index in zip(result.members, result.member_unique):
                 if unique_index is None:
                     rewards[index] = c.invalid_completion_reward
-                elif result.scores is None:
+                    continue
+                penalty = soft_overlong_penalty(
+                    everything[index].num_tokens, c.overlong_max_tokens, c.overlong_buffer_tokens, c.overlong_penalty
+                )
+                if result.scores is not None:
+                    rewards[index] = result.scores[unique_index] * c.score_scale - penalty
+                elif c.unjudged_reward is None or not c.unjudged_overlong_penalty:
                     rewards[index] = c.unjudged_reward
                 else:
-                    penalty = soft_overlong_penalty(
-                        everything[index].num_tokens, c.overlong_max_tokens, c.overlong_buffer_tokens, c.overlong_penalty
-                    )
-                    rewards[index] = result.scores[unique_index] * c.score_scale - penalty
+                    rewards[index] = c.unjudged_reward - penalty
         return rewards
 
     def _statistics(self, results: list[_GroupResult], everything: list[_Candidate], latency: float) -> dict[str, float]:
         num_groups = len(results)
         attempts = [a for r in results for a in r.attempts]
-        answered = [a for a in attempts if "error" not in a]
+        answered = [a for a in attempts if "error" not in a]  # complete answers
+        received = [a for a in attempts if a.get("error") in (None, TRUNCATED)]  # any text back, cut or not
         judged = [r for r in results if r.scores is not None]
         reasons = Counter(r.unjudged_reason for r in results if r.unjudged_reason)
         invalid = sum(m is None for r in results for m in r.member_unique)
@@ -516,6 +632,8 @@ class GroupRelativeRewardFunction:
             "judge_calls": float(len(attempts)),
             "retries": float(sum(a["attempt"] > 0 for a in attempts)),
             "parse_failure_rate": sum("parse_error" in a for a in answered) / len(answered) if answered else 0.0,
+            "truncated_rate": sum(bool(a.get("truncated")) for a in received) / len(received) if received else 0.0,
+            "request_retries": float(sum(r.request_retries for r in results)),
             "fallback_completions": float(fallback),
             "invalid_completions": float(invalid),
             "unjudged_groups": float(sum(reasons.values())),
@@ -523,6 +641,7 @@ class GroupRelativeRewardFunction:
                 sum(not r.ranking_agrees for r in with_ranking) / len(with_ranking) if with_ranking else 0.0
             ),
             "ranking_missing_rate": (len(judged) - len(with_ranking)) / len(judged) if judged else 0.0,
+            "revised_scores_rate": sum(r.revised_scores for r in judged) / len(judged) if judged else 0.0,
             "tie_rate": (
                 sum(tie_rate(dict(enumerate(r.scores))) for r in judged) / len(judged) if judged else 0.0
             ),
@@ -533,6 +652,8 @@ class GroupRelativeRewardFunction:
         }
         for reason in UNJUDGED_REASONS:
             stats[f"unjudged/{reason}"] = float(reasons.get(reason, 0))
+        for reason, legacy in _LEGACY_REASON_METRICS.items():
+            stats[f"unjudged/{legacy}"] = stats[f"unjudged/{reason}"]
         return stats
 
     def _write_audit(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -53,13 +54,19 @@ class _HTTPServer(ThreadingHTTPServer):
     # The default listen backlog (5) refuses connections when a client sends many requests at once.
     request_queue_size = 256
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gives up (its deadline, a cancelled batch) closes the socket mid-reply; no traceback for that.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 class JudgeServer:
     """Serve GRRM-format judgements on ``http://host:port/v1`` from a background thread.
 
     ``garbage_below_temperature``: answers requests whose temperature is below it with unparsable text, to exercise
     the reward function's retries. ``max_prompt_chars``: longer prompts get vLLM's 400 context-length error.
-    ``delay_s`` sleeps before every answer.
+    ``delay_s`` sleeps before every answer. ``stop_after_s``: the server stops by itself after that long.
+    Subclasses answer some requests themselves through :meth:`intercept` (see :mod:`trl_grrm.testing.fault_server`).
 
     Example:
         >>> with JudgeServer(port=0) as server:  # doctest: +SKIP
@@ -76,6 +83,7 @@ class JudgeServer:
         garbage_below_temperature: float | None = None,
         max_prompt_chars: int | None = None,
         delay_s: float = 0.0,
+        stop_after_s: float | None = None,
     ) -> None:
         self.model_name = model_name
         self.scorer = scorer
@@ -83,10 +91,12 @@ class JudgeServer:
         self.garbage_below_temperature = garbage_below_temperature
         self.max_prompt_chars = max_prompt_chars
         self.delay_s = delay_s
+        self.stop_after_s = stop_after_s
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._httpd = _HTTPServer((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
+        self._stop_timer: threading.Timer | None = None
 
     @property
     def base_url(self) -> str:
@@ -114,6 +124,25 @@ class JudgeServer:
         score = int(self.scorer(parsed.source_text, parsed.translation))
         return format_sqm_answer(f"**Translation:** {len(parsed.translation)} characters.", score)
 
+    def completion_body(self, text: str, prompt: str, finish_reason: str = "stop") -> dict[str, Any]:
+        """The JSON body of a chat completion that answers ``prompt`` with ``text``, as ``vllm serve`` writes it."""
+        prompt_tokens, completion_tokens = len(prompt.split()), len(text.split())
+        return {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [
+                {"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": text}}
+            ],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    def intercept(self, handler: BaseHTTPRequestHandler, body: dict[str, Any] | None) -> bool:
+        """Answer a request before the normal route does; ``True`` if answered. ``body`` is ``None`` for a GET."""
+        return False
+
     def _record(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(entry)
@@ -129,14 +158,18 @@ class JudgeServer:
                 pass
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+                self.send_bytes(status, json.dumps(body).encode())
+
+            def send_bytes(self, status: int, data: bytes, content_type: str = "application/json") -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
+                if server.intercept(self, None):
+                    return
                 if self.path.rstrip("/").endswith("/v1/models"):
                     self._send(200, {"object": "list", "data": [{"id": server.model_name, "object": "model"}]})
                 elif self.path.rstrip("/").endswith("/health"):
@@ -149,6 +182,8 @@ class JudgeServer:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if server.intercept(self, body):
+                    return
                 if body.get("model") != server.model_name:
                     self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
                     return
@@ -167,25 +202,22 @@ class JudgeServer:
                 except ValueError as error:
                     self._send(400, {"error": {"message": f"not a judge prompt: {error}"}})
                     return
-                self._send(200, {
-                    "id": f"chatcmpl-{len(server.requests)}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": server.model_name,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                              "total_tokens": len(prompt.split()) + len(text.split())},
-                })
+                self._send(200, server.completion_body(text, prompt))
 
         return Handler
 
     def start(self) -> JudgeServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
+        if self.stop_after_s is not None:
+            self._stop_timer = threading.Timer(self.stop_after_s, self.stop)
+            self._stop_timer.daemon = True
+            self._stop_timer.start()
         return self
 
     def stop(self) -> None:
+        if self._stop_timer is not None and self._stop_timer is not threading.current_thread():
+            self._stop_timer.cancel()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -196,19 +228,28 @@ class JudgeServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def make_parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--model-name", default="judge")
     parser.add_argument("--references", help="JSONL with src_text and trg_text: score by chrF against them")
     parser.add_argument("--request-log")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def scorer_from_args(args: argparse.Namespace) -> Callable[[str, str], int]:
+    """The scoring rule the command line asks for."""
     scorer = length_score
     if args.references:
         rows = [json.loads(line) for line in Path(args.references).read_text().splitlines() if line.strip()]
         scorer = chrf_scorer({row["src_text"]: row["trg_text"] for row in rows if row.get("trg_text")})
-    server = JudgeServer(args.host, args.port, args.model_name, scorer, args.request_log)
+    return scorer
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = make_parser().parse_args(argv)
+    server = JudgeServer(args.host, args.port, args.model_name, scorer_from_args(args), args.request_log)
     print(f"judge server on {server.base_url}", flush=True)
     server._httpd.serve_forever()
 
