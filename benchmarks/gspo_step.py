@@ -111,7 +111,7 @@ def main() -> None:
         model_dir = cli.model or str(build_tiny_chat_model(os.path.join(tmp, "tiny")))
         grpo = make_trainer("grpo", model_dir, os.path.join(tmp, "grpo"), cli)
         gspo = make_trainer("gspo", model_dir, os.path.join(tmp, "gspo"), cli)
-        inputs = make_batch(grpo, cli)
+        inputs = make_batch(gspo, cli)  # GSPOTrainer's batch adds the NLL normaliser, which GRPOTrainer ignores
         tokens = int(inputs["completion_mask"].sum())
 
         for trainer in (grpo, gspo):  # warm-up: allocator, autograd graph caches

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trl_grrm.trainers.gspo_loss import STAT_KEYS, gspo_loss, summarize_gspo_stats
+from trl_grrm.trainers.gspo_loss import MAX_LOG_RATIO, STAT_KEYS, gspo_loss, positive_sequences, summarize_gspo_stats
 
 EPS_LOW, EPS_HIGH = 3e-4, 4e-4
 
@@ -237,3 +237,88 @@ def test_bad_arguments():
         gspo_loss(logps, None, adv, mask, importance_sampling_level="group")
     with pytest.raises(ValueError, match="ref_per_token_logps"):
         gspo_loss(logps, None, adv, mask, beta=0.1)
+
+
+def test_sft_term_is_mean_over_sequences_of_each_sequence_token_mean():
+    """Two positive sequences of lengths 4 and 1: per-sequence means, then their mean (not a mean over 5 tokens)."""
+    lp = torch.log(torch.tensor([[0.5, 0.25, 0.5, 0.125], [0.1, 0.9, 0.9, 0.9]], dtype=torch.float64))
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.float64)
+    adv = torch.tensor([2.0, 1.0], dtype=torch.float64)
+    with_sft, _ = gspo_loss(lp, None, adv, mask, sft_coef=1.0)
+    without, _ = gspo_loss(lp, None, adv, mask, sft_coef=0.0)
+    seq0 = 2.0 * (math.log(2) + math.log(4) + math.log(2) + math.log(8)) / 4  # 2 * 8 ln2 / 4 = 4 ln2
+    seq1 = 1.0 * math.log(10)
+    assert (with_sft - without).item() == pytest.approx((seq0 + seq1) / 2, rel=1e-12)
+
+
+def test_sft_num_seqs_sets_the_divisor_of_the_summed_nll():
+    lp = torch.log(torch.tensor([[0.5, 0.25], [0.1, 0.9]], dtype=torch.float64))
+    mask = torch.ones(2, 2, dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    base, _ = gspo_loss(lp, None, adv, mask, sft_coef=0.0)
+    nll = (math.log(2) + math.log(4)) / 2  # the one positive sequence
+    for divisor in (0.5, 4.0, torch.tensor(2.0)):
+        loss, stats = gspo_loss(lp, None, adv, mask, sft_coef=1.0, sft_num_seqs=divisor)
+        assert (loss - base).item() == pytest.approx(nll / float(divisor), rel=1e-12)
+        assert summarize_gspo_stats(stats)["gspo/sft_loss"] == pytest.approx(nll)  # the metric stays per sequence
+    # A window without positive sequences: divisor 0 and a zero sum give no NLL term, not NaN.
+    loss, _ = gspo_loss(lp, None, -adv.abs(), mask, sft_coef=1.0, sft_num_seqs=0.0)
+    assert math.isfinite(loss.item())
+
+
+def simulated_window_grad(logps, adv, mask, processes: int, micro_batches: int) -> torch.Tensor:
+    """What the trainer does, with the cross-process sum of the count and DDP's gradient mean written out."""
+    rows = logps.size(0)
+    window_positive = positive_sequences(adv, mask).sum()  # the all-gathered count over every process
+    per_call = window_positive / (processes * micro_batches)
+    total = torch.zeros_like(logps)
+    size = rows // (processes * micro_batches)
+    for start in range(0, rows, size):
+        lp = logps.detach().clone().requires_grad_(True)
+        sl = slice(start, start + size)
+        loss, _ = gspo_loss(lp[sl], None, adv[sl], mask[sl], sft_coef=1.0, sft_num_seqs=per_call)
+        (loss / micro_batches).backward()
+        total += lp.grad / processes
+    return total
+
+
+def test_window_normalisation_is_independent_of_the_layout():
+    """8 rows: 1 micro-batch, 2 micro-batches (GA=2), 2 processes, 2 x 2: same gradient, each positive row 1/N."""
+    g = torch.Generator().manual_seed(11)
+    logps = torch.log(torch.rand(8, 3, generator=g, dtype=torch.float64) * 0.9 + 0.05)
+    mask = torch.ones(8, 3, dtype=torch.float64)
+    mask[5, 1:] = 0
+    adv = torch.tensor([0.75, -0.25, -0.25, -0.25, 0.25, 0.25, 0.25, -0.75], dtype=torch.float64)
+    one = simulated_window_grad(logps, adv, mask, processes=1, micro_batches=1)
+    for processes, micro_batches in ((1, 2), (2, 1), (2, 2)):
+        torch.testing.assert_close(simulated_window_grad(logps, adv, mask, processes, micro_batches), one)
+    # By hand: token t of positive row i gets -A_i / (|y_i| * 4) from the NLL term plus -A_i / (|y_i| * 8) from the
+    # on-policy policy term (ratio 1, mean over the 8 rows).
+    assert one[0, 0].item() == pytest.approx(-0.75 / 3 / 4 - 0.75 / 3 / 8, rel=1e-12)
+    assert one[5, 0].item() == pytest.approx(-0.25 / 1 / 4 - 0.25 / 1 / 8, rel=1e-12)
+
+
+@pytest.mark.parametrize("level", ["sequence", "token"])
+def test_huge_log_ratio_is_capped_without_nan(level):
+    """float32, as in training: log-ratio +100 with A > 0, +50 with A < 0 (a stale or corrupted old_logp)."""
+    lp = torch.log(torch.full((2, 3), 0.5)).requires_grad_(True)
+    old = lp.detach() - torch.tensor([[100.0], [50.0]])
+    adv = torch.tensor([1.0, -2.0])
+    loss, stats = gspo_loss(lp, old, adv, torch.ones(2, 3), sft_coef=0.0, importance_sampling_level=level)
+    loss.backward()
+    assert torch.isfinite(lp.grad).all()
+    # Row 0 sits in the flat clipped branch; row 1's ratio is held at e^10 with zero gradient beyond the cap.
+    assert torch.all(lp.grad == 0)
+    expected = (-(1 + EPS_HIGH) * 1.0 + 2.0 * math.exp(MAX_LOG_RATIO)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    metrics = summarize_gspo_stats(stats, level)
+    assert metrics["gspo/log_ratio_capped_frac"] == 1.0
+    assert metrics["gspo/seq_ratio_mean"] == pytest.approx(math.exp(MAX_LOG_RATIO), rel=1e-5)
+
+
+def test_log_ratio_below_the_cap_is_untouched():
+    lp = make_logps(12)
+    old = lp.detach() - 9.0  # ratio e^9: within the cap, wide window so the gradient flows unclipped
+    _, grad, stats = check(lp, old, 0.0, eps_low=0.5, eps_high=1e5)
+    assert stats["capped_seqs"].item() == 0
+    assert grad[0, 0].item() == pytest.approx(-1.5 * math.exp(9.0) / 5 / 5, rel=1e-9)

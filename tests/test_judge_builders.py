@@ -6,6 +6,7 @@ import itertools
 import json
 import random
 import re
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -195,6 +196,29 @@ def test_rlvr_subgroups_of_a_large_group_use_sampling():
 # --- RLVR: content of rows ------------------------------------------------------------------------------------------
 
 
+def test_rlvr_prompt_is_byte_exact_and_carries_no_label():
+    analysis = "Only C keeps the idiom; the scores below are secret."
+    ds = ranking_ds([(FROG_MT, [7, 2, 10], analysis)], src=FROG)
+    out = build_judge_rlvr_dataset(ds, shuffle_augment=1, subgroup_augment=0, seed=0)
+    assert out["augmentation"] == ["original", "shuffle"]
+    assert out[0]["prompt"] == [
+        {
+            "role": "user",
+            "content": "Given a source text in English and multiple translation candidates in Chinese. Perform a step "
+            "by step analysis and comparison of the translation quality for the candidates. Finally, rank and score "
+            "the candidates with integer scores on a scale from 0 to 10.\n\nSource text:\n```\nI have a frog in my "
+            "throat.\n```\n\nTranslation A:\n```\n我嗓子有点哑。\n```\nTranslation B:\n```\n我嗓子眼里好像有只青蛙。\n"
+            "```\nTranslation C:\n```\n我喉咙不舒服。\n```\n",
+        }
+    ]
+    for row in out:
+        content = row["prompt"][0]["content"]
+        # The template's only digits are its "0 to 10" scale; no label, analysis or answer section gets in.
+        assert re.findall(r"\d+", content) == ["0", "10"]
+        assert analysis not in content and "Ranking" not in content and "Scores:" not in content
+        assert "ground_truth" not in content and row["ground_truth"] not in content
+
+
 def test_rlvr_row_shape_and_no_stale_metadata():
     ds = ranking_ds([(FROG_MT, [8, 3, 5], "An analysis naming A, B and C.")], src=FROG)
     out = build_judge_rlvr_dataset(ds, shuffle_augment=2, subgroup_augment=1, seed=0)
@@ -266,9 +290,24 @@ def test_rlvr_never_emits_the_same_prompt_and_truth_twice():
     out = build_judge_rlvr_dataset(ranking_ds(groups), shuffle_augment=6, subgroup_augment=6, seed=5)
     keys = [(row["prompt"][0]["content"], row["ground_truth"]) for row in out]
     assert len(keys) == len(set(keys))
-    # same texts, different labels: not identical, so both stay (the conflict is the data's, not the builder's)
-    conflict = build_judge_rlvr_dataset(ranking_ds([(["x", "x"], [5, 3])]), seed=0)
-    assert len(conflict) == 2 and len(set(conflict["ground_truth"])) == 2
+
+
+def test_same_text_with_different_scores_is_dropped_with_a_counted_warning():
+    # Row 1 shows "x" twice as 5 and 3; row 3 has identical candidates with equal scores, which is consistent.
+    groups = [group_of(3), (["x", "y", "x"], [5, 7, 3]), group_of(2), (["z", "z", "w"], [4, 4, 9])]
+    ds = ranking_ds(groups)
+    with pytest.warns(UserWarning, match=r"dropped 1 of 4 ranking rows .*different scores.*rows 1$"):
+        rlvr = build_judge_rlvr_dataset(ds, shuffle_augment=0, subgroup_augment=0)
+    assert rlvr["source_index"] == [0, 2, 3]
+    assert all('"x"' not in json.dumps(row["prompt"]) for row in rlvr)
+    with pytest.warns(UserWarning, match=r"dropped 1 of 4 ranking rows .*rows 1$"):
+        sft = build_judge_sft_dataset(ds)
+    assert len(sft) == 3
+    assert not any("Translation B:\n```\ny\n```" in row["messages"][0]["content"] for row in sft)
+    # No contradiction, no warning (pytest turns an unexpected warning into an error here).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(build_judge_rlvr_dataset(ranking_ds([groups[3]]), shuffle_augment=0, subgroup_augment=0)) == 1
 
 
 def test_rlvr_is_reproducible_seed_dependent_and_leaves_global_state_alone():
@@ -284,6 +323,15 @@ def test_rlvr_is_reproducible_seed_dependent_and_leaves_global_state_alone():
     np.random.seed(99)
     assert build_judge_rlvr_dataset(ds, seed=7).to_list() == first
     assert build_judge_rlvr_dataset(ds, seed=8).to_list() != first
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rlvr_rows_do_not_depend_on_earlier_rows(seed):
+    """Each row draws from its own generator: a different row 0 (other draw counts) leaves row 1's augmentations."""
+    six = ([f"other {i}" for i in range(6)], [1, 2, 3, 4, 5, 6])
+    rows = [build_judge_rlvr_dataset(ranking_ds([first, group_of(5)]), seed=seed) for first in (group_of(2), six)]
+    row1 = [[(r["order"], r["augmentation"]) for r in out if r["source_index"] == 1] for out in rows]
+    assert row1[0] == row1[1] and len(row1[0]) > 5
 
 
 def test_rlvr_rows_do_not_depend_on_later_rows():

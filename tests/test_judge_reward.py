@@ -159,6 +159,9 @@ def test_tolerant_formatting_is_still_accepted():
         (answer("A > B", "A: 8, B: 3, C: 1"), "candidate_set"),
         (answer("A > B", "A: 8"), "candidate_set"),
         (answer("A > B", "A: 8, A: 3"), "candidate_set"),
+        # Every id present and the ranking consistent with either A score: only the repeat makes it invalid.
+        (answer("A > B", "A: 8, B: 3, A: 5"), "candidate_set"),
+        (answer("A > B", "A: 5, B: 3, A: 8"), "candidate_set"),
         (answer("A > B > C", "A: 8, B: 3"), "candidate_set"),
         (answer("A", "A: 8, B: 3"), "candidate_set"),
         (answer("B > A", "A: 8, B: 3"), "inconsistent_ranking"),

@@ -4,6 +4,11 @@ Both builders read a *ranking dataset*: a :class:`datasets.Dataset` with columns
 ``trg_lang``, ``mt_texts`` (list of candidate translations), ``scores`` (one integer 0-10 per candidate, higher is
 better) and, for SFT, ``analysis`` (the annotator's comparative analysis, without the final ranking and scores),
 e.g. ``double7/TowerBlocks-MT-Ranking``.
+
+A group that shows the same translation twice with different scores has no consistent ground truth: the judge
+sees two identical candidates and would be taught to score them apart. Both builders drop such rows (merging would
+invent a label, and the SFT analysis refers to the letters as stored) and warn once with their count and indices.
+Identical candidates with equal scores are fine and kept.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import math
 import numbers
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -101,6 +107,25 @@ def _check_group(mt_texts: Sequence[str], scores: Sequence[Any], index: int) -> 
     return checked
 
 
+def _contradicting_duplicates(mt_texts: Sequence[str], scores: Sequence[int]) -> list[str]:
+    """Texts that appear more than once in a group with different scores."""
+    scores_by_text: dict[str, set[int]] = {}
+    for text, score in zip(mt_texts, scores):
+        scores_by_text.setdefault(text, set()).add(score)
+    return [text for text, seen in scores_by_text.items() if len(seen) > 1]
+
+
+def _warn_contradictions(dropped: list[int], total: int) -> None:
+    if dropped:
+        shown = ", ".join(map(str, dropped[:20])) + (", ..." if len(dropped) > 20 else "")
+        warnings.warn(
+            f"dropped {len(dropped)} of {total} ranking rows whose group shows the same translation with different "
+            f"scores (contradicting ground truth): rows {shown}",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def arrange_group(
     mt_texts: Sequence[str], scores: Sequence[int], order: Sequence[int]
 ) -> tuple[list[str], dict[str, int]]:
@@ -125,7 +150,8 @@ def build_judge_sft_dataset(
 
     The assistant turn is the cleaned analysis (:func:`clean_analysis`) followed by the ranking and scores derived
     from the labels. Candidates are not shuffled: the analysis refers to them by letter. Rows whose analysis is
-    missing or empty are skipped, or raise with ``missing_analysis="error"``.
+    missing or empty are skipped, or raise with ``missing_analysis="error"``. Rows with contradicting duplicate
+    candidates are dropped with a warning (see the module docstring).
 
     Example:
         >>> ds = Dataset.from_dict({"src_text": ["Hi."], "src_lang": ["en"], "trg_lang": ["fr"],
@@ -147,8 +173,12 @@ def build_judge_sft_dataset(
     # Without the column every row would be skipped, which is never what the caller meant.
     _check_columns(ds, (*_GROUP_COLUMNS, "analysis"))
     messages: list[list[dict[str, str]]] = []
+    contradicting: list[int] = []
     for index, row in enumerate(ds):
         scores = _check_group(row["mt_texts"], row["scores"], index)
+        if _contradicting_duplicates(row["mt_texts"], scores):
+            contradicting.append(index)
+            continue
         analysis = clean_analysis(row["analysis"] or "")
         if not analysis:
             if missing_analysis == "error":
@@ -161,6 +191,7 @@ def build_judge_sft_dataset(
         messages.append(
             [{"role": "user", "content": prompt}, {"role": "assistant", "content": format_gqm_answer(analysis, truth)}]
         )
+    _warn_contradictions(contradicting, len(ds))
     return Dataset.from_dict({"messages": messages}, features=SFT_FEATURES)
 
 
@@ -236,7 +267,8 @@ def build_judge_rlvr_dataset(
     drawn uniformly, original order and absolute scores kept); each of these appears in stored order plus up to
     ``shuffle_augment`` further orders (never the stored one, never twice; fewer when the group has fewer
     arrangements). Candidates with the same text and score count as one when telling orders or subgroups apart,
-    and an identical (prompt, ground truth) pair is emitted only once across the whole dataset. Defaults follow the
+    and an identical (prompt, ground truth) pair is emitted only once across the whole dataset; a row that shows the
+    same text with different scores is dropped with a warning (see the module docstring). Defaults follow the
     GRRM training recipe; use ``0, 0`` for an evaluation set.
 
     Columns: ``prompt`` (one user turn), ``ground_truth`` (JSON ``{"A": score, ...}`` for the letters as shown),
@@ -261,9 +293,13 @@ def build_judge_rlvr_dataset(
     columns: dict[str, list[Any]] = {name: [] for name in RLVR_FEATURES}
     # Digests, not the prompts themselves, so deduplicating a large set does not hold every prompt twice in memory.
     emitted: set[bytes] = set()
+    contradicting: list[int] = []
     for index, row in enumerate(ds.select_columns(list(_GROUP_COLUMNS))):
         mt_texts = list(row["mt_texts"])
         scores = _check_group(mt_texts, row["scores"], index)
+        if _contradicting_duplicates(mt_texts, scores):
+            contradicting.append(index)
+            continue
         keys = list(zip(mt_texts, scores))
         rng = np.random.default_rng([seed, index])
         groups = [tuple(range(len(mt_texts)))] + _sample_subgroups(rng, keys, subgroup_augment)
@@ -289,4 +325,5 @@ def build_judge_rlvr_dataset(
                 columns["order"].append([int(original) for original in order])
                 columns["source_index"].append(index)
                 columns["augmentation"].append(kind)
+    _warn_contradictions(contradicting, len(ds))
     return Dataset.from_dict(columns, features=RLVR_FEATURES)

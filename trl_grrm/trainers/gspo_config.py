@@ -93,9 +93,10 @@ class GSPOConfig(GRPOConfig):
         default=PAPER_SFT_COEF,
         metadata={
             "help": "Weight of the auxiliary NLL term on completions with a positive advantage: each token's "
-            "negative log-probability weighted by the advantage, averaged per sequence and then over the sequences "
-            "whose advantage is > 0, with no importance ratio and no clipping. The GRRM paper uses 0.1 for its MT "
-            "policy ('Stabilizing GRPO'); 0 gives plain GSPO."
+            "negative log-probability weighted by the advantage, averaged per sequence and then over all the "
+            "positive-advantage sequences of the accumulation window on all processes (so each weighs the same "
+            "whatever per_device_train_batch_size is), with no importance ratio and no clipping. The GRRM paper uses "
+            "0.1 for its MT policy ('Stabilizing GRPO'); 0 gives plain GSPO."
         },
     )
     beta: float = field(
@@ -124,7 +125,9 @@ class GSPOConfig(GRPOConfig):
         metadata={
             "help": "'sequence' (GSPO, the paper): one ratio per completion, the exponential of the mean per-token "
             "log-ratio, applied to every token. 'token': PPO/GRPO per-token ratios with the same aggregation and "
-            "auxiliary NLL term (then raise epsilon, e.g. 0.2)."
+            "auxiliary NLL term (then raise epsilon, e.g. 0.2). At both levels the log-ratio is capped at 10 (as in "
+            "verl) with zero gradient beyond, so stale or corrupted old log-probs cannot overflow the loss; "
+            "gspo/log_ratio_capped_frac counts the sequences that hit the cap."
         },
     )
     loss_type: str = field(

@@ -5,12 +5,20 @@ the maths here lets the tests check values and gradients against a plain loop on
 
 Objective, per sequence ``i`` with completion tokens ``t = 1..|y_i|`` and advantage ``A_i``::
 
-    s_i      = exp(mean_t(logp_it - old_logp_it))                 # sequence-level importance ratio
+    s_i      = exp(min(mean_t(logp_it - old_logp_it), 10))        # sequence-level importance ratio, capped
     r_it     = sg[s_i] * exp(logp_it - sg[logp_it])               # value s_i, gradient s_i * d logp_it
     l_it     = -min(r_it * A_i, clip(r_it, 1 - eps_low, 1 + eps_high) * A_i)
     L_policy = mean_i mean_t l_it                                 # always seq-mean-token-mean
-    L_sft    = mean_{i: A_i > 0} mean_t (-A_i * logp_it)          # no ratio, no clipping
+    L_sft    = sum_{i: A_i > 0} mean_t (-A_i * logp_it) / N_pos   # no ratio, no clipping
     L        = L_policy + sft_coef * L_sft
+
+``N_pos`` is the number of positive-advantage sequences. The trainer takes it over the whole accumulation window
+and all processes (see ``sft_num_seqs``), so each positive sequence weighs the same whatever the micro-batch size,
+as TRL's ``num_items_in_batch`` does for token-summed losses.
+
+The log-ratio is capped at :data:`MAX_LOG_RATIO` (10, as verl's GSPO loss) with zero gradient beyond: a stale or
+corrupted ``old_logp`` would otherwise overflow ``exp`` in float32 (a NaN gradient at +100, a loss of 5e21 at +50
+with a negative advantage). Within the cap the loss is unchanged; the tiny GSPO clip window sits far inside it.
 """
 
 from __future__ import annotations
@@ -18,6 +26,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+
+# Cap on the (sequence or token) log importance ratio, as verl's GSPO loss: exp(10) ~ 2.2e4 stays finite in bf16 and
+# float32 while any ratio this far from 1 is already clipped or capped to no gradient.
+MAX_LOG_RATIO = 10.0
 
 # Order of the per-micro-batch sums returned by :func:`gspo_loss`. The trainer stacks them in this order so that one
 # all-reduce serves every logged metric.
@@ -35,7 +47,22 @@ STAT_KEYS: tuple[str, ...] = (
     "num_pos_seqs",
     "sft_loss_sum",
     "kl_sum",
+    "capped_seqs",
 )
+
+
+def positive_sequences(advantages: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: rows that enter the NLL term, i.e. with at least one counted token whose advantage is > 0.
+
+    The trainer counts these over the accumulation window with the same rule that :func:`gspo_loss` applies.
+
+    Example:
+        >>> positive_sequences(torch.tensor([1.0, -1.0, 2.0]), torch.tensor([[1, 1], [1, 0], [0, 0]])).tolist()
+        [True, False, False]
+    """
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    return ((completion_mask > 0) & (advantages > 0)).any(-1)
 
 
 def gspo_loss(
@@ -51,6 +78,7 @@ def gspo_loss(
     ref_per_token_logps: torch.Tensor | None = None,
     beta: float = 0.0,
     kl_bias_correction: bool = True,
+    sft_num_seqs: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GSPO clipped policy loss plus the advantage-weighted NLL of positive-advantage completions.
 
@@ -71,6 +99,11 @@ def gspo_loss(
         beta: coefficient of TRL's k3 KL estimator added to the per-token loss.
         kl_bias_correction: multiply the KL term by the (differentiable) importance ratio, as TRL's
             ``use_bias_correction_kl``.
+        sft_num_seqs: what the NLL term's sum over positive sequences is divided by. ``None`` (default): the number
+            of positive sequences in this call. :class:`~trl_grrm.trainers.GSPOTrainer` passes the positive
+            sequences of the whole accumulation window on all processes divided by ``num_processes *
+            gradient_accumulation_steps``: after the trainer's division by the accumulation steps and the
+            processes' gradient averaging, every positive sequence of the window then has weight ``1 / N_pos``.
 
     Returns:
         ``(loss, stats)``: the scalar loss, *not* divided for gradient accumulation, and a dict of detached local sums
@@ -107,7 +140,8 @@ def gspo_loss(
         token_log_ratio = seq_log_ratio.detach() + (per_token_logps - per_token_logps.detach())
     else:
         token_log_ratio = log_ratio
-    ratio = torch.exp(token_log_ratio)
+    # clamp passes no gradient above the cap, so an overflowing ratio neither explodes the loss nor yields inf * 0.
+    ratio = torch.exp(token_log_ratio.clamp(max=MAX_LOG_RATIO))
     clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
     per_token_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
 
@@ -120,7 +154,7 @@ def gspo_loss(
         per_token_kl = torch.exp(ref_diff) - ref_diff - 1.0
         if kl_bias_correction:
             weight = seq_log_ratio if importance_sampling_level == "sequence" else log_ratio
-            per_token_kl = per_token_kl * torch.exp(weight)
+            per_token_kl = per_token_kl * torch.exp(weight.clamp(max=MAX_LOG_RATIO))
         per_token_loss = per_token_loss + beta * per_token_kl
 
     per_seq_loss = (per_token_loss * mask).sum(-1) / lengths
@@ -130,12 +164,15 @@ def gspo_loss(
     # Token-level weights: for (B, 1) advantages a sequence is either fully in or fully out.
     positive_mask = mask * (advantages > 0).to(mask.dtype)
     positive_counts = positive_mask.sum(-1)
-    is_positive_seq = positive_counts > 0
     per_seq_nll = -(advantages.clamp(min=0.0) * per_token_logps * positive_mask).sum(-1) / positive_counts.clamp(
         min=1.0
     )
-    num_pos_seqs = is_positive_seq.sum()
-    sft_loss = per_seq_nll.sum() / num_pos_seqs.clamp(min=1).to(per_seq_nll.dtype)
+    num_pos_seqs = positive_sequences(advantages, mask).sum()
+    if sft_num_seqs is None:
+        sft_num_seqs = num_pos_seqs
+    sft_divisor = torch.as_tensor(sft_num_seqs, dtype=per_seq_nll.dtype, device=per_seq_nll.device)
+    # A window without positive sequences has a zero sum anyway; the floor only avoids 0 / 0.
+    sft_loss = per_seq_nll.sum() / sft_divisor.clamp(min=torch.finfo(per_seq_nll.dtype).tiny)
 
     loss = policy_loss + sft_coef * sft_loss if sft_coef != 0.0 else policy_loss
 
@@ -154,13 +191,18 @@ def gspo_loss(
             "clipped_low_seqs": low_seq.sum().to(mask.dtype),
             "clipped_high_seqs": high_seq.sum().to(mask.dtype),
             "clipped_seqs": (low_seq | high_seq).sum().to(mask.dtype),
-            "seq_ratio_sum": (torch.exp(seq_log_ratio.detach()).squeeze(-1) * has_tokens).sum(),
+            "seq_ratio_sum": (
+                torch.exp(seq_log_ratio.detach().clamp(max=MAX_LOG_RATIO)).squeeze(-1) * has_tokens
+            ).sum(),
             "policy_loss_sum": per_seq_loss.detach().sum(),
             "num_pos_seqs": num_pos_seqs.to(mask.dtype),
             "sft_loss_sum": per_seq_nll.detach().sum(),
             "kl_sum": (per_token_kl.detach() * mask).sum()
             if per_token_kl is not None
             else torch.zeros((), device=mask.device, dtype=mask.dtype),
+            "capped_seqs": (((token_log_ratio.detach() > MAX_LOG_RATIO).to(mask.dtype) * mask).sum(-1) > 0)
+            .sum()
+            .to(mask.dtype),
         }
     return loss, sums
 
@@ -172,9 +214,11 @@ def summarize_gspo_stats(
 ) -> dict[str, float]:
     """Turn the (process-summed) sums of :func:`gspo_loss` into the logged metrics.
 
-    ``gspo/*`` keys: token shares clipped low/high, mean sequence ratio ``s_i``, share of sequences with a clipped
-    (zero-gradient) token, the policy loss and the unweighted NLL term (NaN when no sequence had a positive
-    advantage, so that TRL's NaN-aware averaging skips it). ``clip_ratio/*`` keys follow TRL's ``GRPOTrainer``: at
+    ``gspo/*`` keys: token shares clipped low/high, mean sequence ratio ``s_i`` (capped as the loss caps it), share of
+    sequences with a clipped (zero-gradient) token, share of sequences whose log-ratio hit :data:`MAX_LOG_RATIO`
+    (``gspo/log_ratio_capped_frac``; above 0 means stale or corrupted old log-probs), the policy loss and the mean NLL
+    per positive sequence (NaN when no sequence had a positive advantage, so that TRL's NaN-aware averaging skips
+    it). ``clip_ratio/*`` keys follow TRL's ``GRPOTrainer``: at
     sequence level they are shares of rows, at token level shares of tokens.
 
     Example:
@@ -198,6 +242,7 @@ def summarize_gspo_stats(
         "gspo/seq_clipped_frac": ratio(value("clipped_seqs"), seqs),
         "gspo/policy_loss": ratio(value("policy_loss_sum"), rows),
         "gspo/sft_loss": ratio(value("sft_loss_sum"), value("num_pos_seqs")),
+        "gspo/log_ratio_capped_frac": ratio(value("capped_seqs"), seqs),
     }
     if importance_sampling_level == "sequence":
         low, high = value("clipped_low_seqs"), value("clipped_high_seqs")

