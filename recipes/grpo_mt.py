@@ -20,7 +20,7 @@ the command line overrides the file)::
     accelerate launch --config_file accelerate_configs/zero3_multinode.yaml recipes/grpo_mt.py \\
         --config recipes/configs/grpo_mt_paper_16xa100.yaml
 
-See docs/mt_recipes.md for the paper reproduction.
+See docs/reproduction.md for what matches the paper and what deliberately does not.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ class MTScriptArguments(ScriptArguments):
     )
     judge_preset: str = field(
         default="paper",
-        metadata={"help": "'paper': GroupRelativeRewardConfig.grrm_paper() (scores x0.01, -0.04 for invalid or "
-                  "unjudged completions, overlong buffer 2048 of 4096 tokens with penalty 0.04, greedy judge with "
+        metadata={"help": "'paper': GroupRelativeRewardConfig.grrm_paper() (scores x0.01, -0.04 for invalid "
+                  "completions, -0.0004 minus the overlong penalty for unjudged ones, overlong buffer 2048 of 4096 tokens with penalty 0.04, greedy judge with "
                   "retries, strict single-code-block extractor); 'default': GroupRelativeRewardConfig's defaults."},
     )
     judge_temperature: float | None = field(default=None, metadata={"help": "Judge temperature (first attempt)."})
@@ -564,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trl_grrm.rewards import GroupRelativeRewardFunction
     from trl_grrm.trainers import GSPOTrainer
+    from trl_grrm.vllm_cpu import prepare_vllm_colocate
 
     state = PartialState()  # already set up by the training arguments (DeepSpeed, CPU ...)
     log = state.print
@@ -617,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     reward = GroupRelativeRewardFunction(judge_config)
 
     trainer_class = GSPOTrainer if script_args.trainer == "gspo" else GRPOTrainer
+    prepare_vllm_colocate(training_args)  # GSPOTrainer does this itself; plain GRPOTrainer does not
     trainer = trainer_class(
         model=model_args.model_name_or_path,
         reward_funcs=[reward],

@@ -12,8 +12,8 @@ answer), advantages centred on the group mean, GSPO loss.
 Usage:
 
     # 2 nodes x 8 GPUs (run on each node with its --machine_rank), the paper's settings:
-    accelerate launch --config_file trl/accelerate_configs/zero3.yaml --num_machines 2 --num_processes 16 \\
-        --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR --main_process_port 29500 \\
+    accelerate launch --config_file accelerate_configs/zero3_multinode.yaml \\
+        --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR \\
         recipes/rlvr_grrm.py --config recipes/configs/rlvr_grrm_full.yaml --model_name_or_path <sft-judge-dir>
 
     # LoRA on top of the (merged) SFT judge:

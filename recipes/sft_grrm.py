@@ -11,8 +11,8 @@ is trained on (``--prompt_completion false`` trains on the whole conversation).
 Usage:
 
     # 2 nodes x 8 GPUs (run on each node with its --machine_rank), the paper's settings:
-    accelerate launch --config_file trl/accelerate_configs/zero3.yaml --num_machines 2 --num_processes 16 \\
-        --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR --main_process_port 29500 \\
+    accelerate launch --config_file accelerate_configs/zero3_multinode.yaml \\
+        --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR \\
         recipes/sft_grrm.py --config recipes/configs/sft_grrm_full.yaml
 
     # LoRA, any number of GPUs (keep per_device x accumulation x processes = 64):

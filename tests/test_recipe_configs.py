@@ -72,6 +72,8 @@ def test_sft_config_parses_with_the_recipe_parser(sft_recipe):
     assert training_args.learning_rate == 1e-5 and training_args.lr_scheduler_type == "cosine"
     assert training_args.num_train_epochs == 1 and training_args.warmup_steps == 0.1
     assert training_args.eos_token == "<|im_end|>"
+    assert training_args.max_length == 12000  # the official cutoff
+    assert (REPO / training_args.chat_template_path).is_file()
     global_batch = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
                     * raw["expected_num_processes"])
     assert global_batch == 64  # the model card's SFT batch
@@ -144,6 +146,8 @@ def test_gpu_config_batch_arithmetic_and_deepspeed(path, grpo_recipe):
     assert (args.epsilon, args.epsilon_high, args.sft_coef, args.beta) == (3e-4, 4e-4, 0.1, 0.0)
     assert args.scale_rewards == "none" and args.importance_sampling_level == "sequence"
     assert args.use_vllm is True
+    assert args.weight_decay == 0.01  # the official AdamW
+    assert args.vllm_importance_sampling_correction is False  # the official trainer has no vLLM IS correction
     if args.vllm_mode == "server":
         assert args.vllm_server_base_url
     else:
@@ -153,7 +157,9 @@ def test_gpu_config_batch_arithmetic_and_deepspeed(path, grpo_recipe):
 
     # the paper's reward, through the recipe's own builder
     reward = grpo_recipe.reward_config(script_args, args, script_args.judge_base_url)
-    assert (reward.score_scale, reward.invalid_completion_reward, reward.unjudged_reward) == (0.01, -0.04, -0.04)
+    assert (reward.score_scale, reward.invalid_completion_reward) == (0.01, -0.04)
+    # unjudged groups: the official parse-failure values (docs/reproduction.md)
+    assert reward.unjudged_reward == pytest.approx(-0.0004) and reward.unjudged_overlong_penalty is True
     assert (reward.overlong_max_tokens, reward.overlong_buffer_tokens, reward.overlong_penalty) == (4096, 2048, 0.04)
     assert reward.temperature == 0.0 and reward.max_parse_retries >= 1
     assert reward.max_judge_prompt_tokens == 2048 and reward.extractor == "codeblock_strict"
@@ -222,3 +228,26 @@ def test_embedded_defaults_without_config(grpo_recipe):
     assert args.max_steps == 3 and script_args.judge_backend == "openai"
     with pytest.raises(ValueError, match="judge_backend"):
         grpo_recipe.parse_args(["--judge_backend", "nope"])
+
+
+@pytest.mark.parametrize("name", ["rlvr_grrm_full.yaml", "rlvr_grrm_lora.yaml"])
+def test_rlvr_configs_use_the_official_optimiser_and_no_vllm_correction(name):
+    rlvr = _load_recipe("rlvr_grrm")
+    _, args, _ = rlvr.make_parser().parse_args_and_config(["--config", str(CONFIGS / name), "--use_cpu", "true"])
+    assert args.weight_decay == 0.01
+    assert args.vllm_importance_sampling_correction is False
+
+
+@pytest.mark.parametrize("name", ["sft_mt.yaml", "sft_grrm_full.yaml", "sft_grrm_lora.yaml"])
+def test_sft_configs_render_chatml_without_a_system_turn(name, tiny_model_dir):
+    # the template the SFT recipes set on the tokenizer (and save with the model), applied by transformers
+    from transformers import AutoTokenizer
+
+    path = _yaml(CONFIGS / name)["chat_template_path"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = (REPO / path).read_text()
+    messages = [{"role": "user", "content": "Translate."}, {"role": "assistant", "content": "Done."}]
+    prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt == "<|im_start|>user\nTranslate.<|im_end|>\n<|im_start|>assistant\n"
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert full == prompt + "Done.<|im_end|>\n"  # the prompt is a prefix: SFT's prompt-completion split holds

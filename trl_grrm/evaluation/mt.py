@@ -30,7 +30,18 @@
        systems with ``reference`` mode rather than by this mean.
 
      In both modes a failed extraction scores 0 (the floor of the 0-10 scale) without a judge call; groups the
-     judge could not score (unparsable after retries, too long) are left out of the means and counted.
+     judge could not score are left out of the means and counted, per language pair (``judge_unjudged``, the
+     table's "judge failed") and by reason for the run (``judge.failures``: ``unavailable``, ``prompt_too_long``,
+     ``truncated``, ``parse_failed``, the vocabulary of ``eval-ranking`` and of the reward function's metrics).
+
+Exit status: 0 on success; 1 when a GRRM judge was asked about some groups and scored none of them (the results
+are still written; one line on stderr says why); 2 when the judge cannot answer as configured (unknown model,
+rejected key: one line naming the URL and the model, no results written).
+
+The GRRM paper's protocol and metrics (docs/reproduction.md): ``--paper`` (greedy, 8192 new tokens, the strict
+extractor, ``--runs 4`` averaged), ``--bleurt-checkpoint`` (BLEURT with Google's ``bleurt`` package; skipped with the
+reason when it is missing) and ``--llm-judge-model`` (a GEMBA-SQM-style 0-100 judge against the reference, through
+the judge engines).
 
 The table (rich) shows one row per language pair plus the macro average; ``--output`` writes everything as JSON,
 including every prompt, raw answer, extracted hypothesis and judge score.
@@ -40,12 +51,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import importlib.util
 import json
 import math
 import os
 import random
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -54,7 +67,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engines.base import JudgeConfigurationError
 from ..formats.mt import DEFAULT_EXTRACTOR, MT_PROMPT_TEMPLATES, build_mt_prompt, get_extractor
+from ..judging.failures import JUDGE_FAILURES, TOO_FEW_DISTINCT, describe_failures
 
 DEFAULT_COMET_MODEL = "Unbabel/wmt22-comet-da"
 
@@ -76,6 +91,8 @@ class EvalItem:
     hypotheses: list[str | None] = field(default_factory=list)  # extracted; None = extraction failed
     judge: dict[str, Any] | None = None
     comet: float | None = None
+    bleurt: float | None = None
+    llm_judge: float | None = None  # GEMBA-SQM-style 0-100 score against the reference
 
     @property
     def pair(self) -> str:
@@ -266,6 +283,132 @@ def comet_scores(items: Sequence[EvalItem], model_name: str, batch_size: int = 1
     return {"status": "ok", "model": model_name, "system_score": float(output.system_score)}
 
 
+def bleurt_scores(items: Sequence[EvalItem], checkpoint: str, batch_size: int = 128) -> dict[str, Any]:
+    """Segment BLEURT scores (Google's ``bleurt`` package, as the GRRM paper used) written into ``items`` (rows with
+    a reference); returns ``{"status", ...}``. Newlines become spaces first, as in the paper's evaluation.
+
+    ``checkpoint`` is a local BLEURT checkpoint folder, e.g. an unzipped ``BLEURT-20``. Skipped, with the reason,
+    when the package is not importable or the folder does not exist.
+
+    Example:
+        >>> bleurt_scores([], "no/such/BLEURT-20")["status"]
+        'skipped'
+    """
+    if importlib.util.find_spec("bleurt") is None:
+        return {"status": "skipped", "reason": "the bleurt package is not installed "
+                "(pip install git+https://github.com/google-research/bleurt.git)"}
+    if not os.path.isdir(checkpoint):
+        return {"status": "skipped", "reason": f"BLEURT checkpoint folder {checkpoint!r} not found (download and "
+                "unzip BLEURT-20, then pass --bleurt-checkpoint PATH)"}
+    scored = [item for item in items if item.reference is not None]
+    if not scored:
+        return {"status": "skipped", "reason": "no references"}
+    from bleurt import score as bleurt_score
+
+    def flat(text: str) -> str:
+        return " ".join(text.splitlines())
+
+    scorer = bleurt_score.BleurtScorer(checkpoint)
+    values = scorer.score(references=[flat(item.reference) for item in scored],
+                          candidates=[flat(item.hypothesis) for item in scored], batch_size=batch_size)
+    if len(values) != len(scored):
+        raise RuntimeError(f"BLEURT returned {len(values)} scores for {len(scored)} segments")
+    for item, value in zip(scored, values):
+        item.bleurt = float(value)
+    return {"status": "ok", "checkpoint": checkpoint}
+
+
+@dataclass
+class LLMJudgeSettings:
+    """The reference-based LLM-judge metric (GEMBA-SQM style, 0-100), through one of the judge engines.
+
+    The defaults are the paper's evaluation sampling (temperature 0.4, top_p 0.7, up to 6 re-asks at a higher
+    temperature); answers that never parse are left out of the mean and counted, as in the paper.
+    """
+
+    model: str
+    backend: str = "openai"
+    base_url: list[str] | None = None
+    temperature: float = 0.4
+    top_p: float = 0.7
+    max_tokens: int = 8192
+    max_retries: int = 6
+    retry_temperature: float = 1.0
+    seed: int = 0
+
+
+def llm_judge_scores(items: Sequence[EvalItem], settings: LLMJudgeSettings,
+                     engine: Any = None) -> dict[str, Any]:
+    """Score each first-sample hypothesis against its reference with a GEMBA-SQM-style prompt
+    (:func:`trl_grrm.formats.gemba_sqm.build_gemba_sqm_prompt`), writing ``item.llm_judge`` (0-100).
+
+    Batching, re-asks and failure reasons come from :func:`trl_grrm.evaluation.ranking.judge_groups`, the package's
+    one judging loop: every hypothesis is a one-candidate group. A failed extraction is not sent and scores 0
+    (the paper scored its "Translation Failed." placeholder instead). ``engine`` overrides the one ``settings``
+    describes (tests, or an engine shared with the GRRM judge).
+    """
+    from ..engines import OpenAIEngine, SamplingSettings, TransformersEngine, VLLMEngine
+    from ..formats.gemba_sqm import GembaSQMParseError, build_gemba_sqm_prompt, parse_gemba_sqm_output
+    from .ranking import JudgeAnswerError, RankingGroup, RankingJudge, judge_groups
+
+    scored = [item for item in items if item.reference is not None]
+    if not scored:
+        return {"status": "skipped", "reason": "no references"}
+    references = {item.index: item.reference for item in scored}
+
+    class GembaSQMJudge(RankingJudge):
+        name = "gemba_sqm_ref"
+
+        def prompts(self, group, candidates):
+            return [[{"role": "user", "content": build_gemba_sqm_prompt(
+                group.source_text, candidates[0], references[group.index], group.source_language,
+                group.target_language)}]]
+
+        def parse(self, text, prompt_index, num_candidates):
+            try:
+                return parse_gemba_sqm_output(text)
+            except GembaSQMParseError as error:
+                raise JudgeAnswerError(str(error)) from None
+
+        def combine(self, parsed, num_candidates):
+            return [float(parsed[0])]
+
+    if engine is None:
+        if settings.backend == "openai":
+            if not settings.base_url:
+                raise ValueError("--llm-judge-backend openai needs --llm-judge-base-url (e.g. http://host:8000/v1)")
+            engine = OpenAIEngine(model=settings.model, base_urls=settings.base_url)
+        elif settings.backend == "vllm":
+            engine = VLLMEngine(model=settings.model, gpu_memory_utilization=0.85, seed=settings.seed)
+        elif settings.backend == "transformers":
+            engine = TransformersEngine(model=settings.model)
+        else:
+            raise ValueError(f"llm judge backend must be openai, vllm or transformers, got {settings.backend!r}")
+    counts: dict[str, int] = {"judged": 0, "extraction_failed": 0}
+    groups = []
+    for item in scored:
+        if item.hypotheses and item.hypotheses[0] is None:
+            item.llm_judge = 0.0
+            counts["extraction_failed"] += 1
+            continue
+        groups.append(RankingGroup(item.index, item.src_text, item.src_lang, item.trg_lang, [item.hypothesis], [0.0]))
+    sampling = SamplingSettings(temperature=settings.temperature, top_p=settings.top_p,
+                                max_tokens=settings.max_tokens, seed=settings.seed)
+    evaluations = judge_groups(groups, GembaSQMJudge(), engine, sampling, max_retries=settings.max_retries,
+                               retry_temperature=settings.retry_temperature)
+    by_index = {item.index: item for item in scored}
+    for evaluation in evaluations:
+        if evaluation.scores is None:
+            key = f"failed_{evaluation.failure}"
+            counts[key] = counts.get(key, 0) + 1
+            continue
+        by_index[evaluation.group.index].llm_judge = evaluation.scores[0]
+        counts["judged"] += 1
+    return {"status": "ok", "model": settings.model, "backend": settings.backend,
+            "prompt": "GEMBA-SQM style with reference, written from the paper's description (not its exact text)",
+            **counts}
+
+
 @dataclass
 class JudgeSettings:
     model: str
@@ -343,7 +486,8 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings) -> dict[str,
         if settings.mode == "reference":
             hyp, ref = scores
             if hyp is None or ref is None:
-                item.judge = {"hypothesis": None, "reference": None, "outcome": None, "note": "judge gave no scores"}
+                item.judge = {"hypothesis": None, "reference": None, "outcome": None, "note": "judge gave no scores",
+                              "unjudged": True}
                 counts["unjudged_groups"] += 1
                 continue
             outcome = "win" if hyp > ref else ("tie" if hyp == ref else "loss")
@@ -352,7 +496,8 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings) -> dict[str,
             # Failed extractions score 0; everything else comes from the judge (None: the group was not scored).
             per_sample = [0.0 if h is None else s for h, s in zip(item.hypotheses, scores)]
             if any(s is None for s in per_sample):
-                item.judge = {"scores": per_sample, "note": "judge gave no scores (or all samples identical)"}
+                item.judge = {"scores": per_sample, "note": "judge gave no scores (or all samples identical)",
+                              "unjudged": True}
                 counts["unjudged_groups"] += 1
                 continue
             item.judge = {"scores": per_sample}
@@ -362,9 +507,15 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings) -> dict[str,
         "mode": settings.mode,
         "model": settings.model,
         "backend": settings.backend,
+        "base_url": settings.base_url,
         **counts,
+        # Why groups got no scores, in the vocabulary of eval-ranking and the reward's metrics.
+        "failures": {reason: int(metrics.get(f"{prefix}unjudged/{reason}", 0)) for reason in JUDGE_FAILURES},
+        "too_few_distinct": int(metrics.get(f"{prefix}unjudged/{TOO_FEW_DISTINCT}", 0)),
         "judge_calls": metrics.get(prefix + "judge_calls", 0.0),
+        "request_retries": int(metrics.get(prefix + "request_retries", 0)),
         "parse_failure_rate": metrics.get(prefix + "parse_failure_rate", 0.0),
+        "truncated_rate": metrics.get(prefix + "truncated_rate", 0.0),
     }
 
 
@@ -372,8 +523,33 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def judge_line(summary: dict[str, Any]) -> str:
+    """One line on the GRRM judge's run: ``judge: 3 of 4 groups judged (1 unavailable)``."""
+    asked = summary["judged_groups"] + summary["unjudged_groups"]
+    reasons = describe_failures({**summary.get("failures", {}), TOO_FEW_DISTINCT: summary.get("too_few_distinct", 0)})
+    return f"judge: {summary['judged_groups']} of {asked} groups judged" + (f" ({reasons})" if reasons else "")
+
+
+def nothing_judged(runs: Sequence[dict[str, Any]]) -> str | None:
+    """Why the GRRM judge scored none of the groups sent to it in any run, or ``None`` when it scored some (or was
+    not asked: every hypothesis failed extraction or equals its reference)."""
+    summaries = [run["judge"] for run in runs if run.get("judge")]
+    asked = sum(s["judged_groups"] + s["unjudged_groups"] for s in summaries)
+    if not summaries or asked == 0 or any(s["judged_groups"] for s in summaries):
+        return None
+    first = summaries[0]
+    where = f" at {', '.join(first['base_url'])}" if first.get("base_url") else f" ({first['backend']})"
+    counts: dict[str, int] = {}
+    for summary in summaries:
+        for reason, count in [*summary["failures"].items(), (TOO_FEW_DISTINCT, summary.get("too_few_distinct", 0))]:
+            counts[reason] = counts.get(reason, 0) + count
+    return (f"no item could be judged: the judge {first['model']!r}{where} scored none of the {asked} groups sent to "
+            f"it ({describe_failures(counts)}); see the warnings above and the judge audit log")
+
+
 def pair_judge_summary(items: Sequence[EvalItem], mode: str) -> dict[str, Any]:
     judged = [item.judge for item in items if item.judge is not None]
+    unjudged = sum(bool(j.get("unjudged")) for j in judged)
     if mode == "reference":
         outcomes = [j["outcome"] for j in judged if j.get("outcome") is not None]
         hyp = [j["hypothesis"] for j in judged if j.get("hypothesis") is not None]
@@ -384,12 +560,14 @@ def pair_judge_summary(items: Sequence[EvalItem], mode: str) -> dict[str, Any]:
             "judge_win_rate": _mean([o == "win" for o in outcomes]),
             "judge_tie_rate": _mean([o == "tie" for o in outcomes]),
             "judge_groups": len(outcomes),
+            "judge_unjudged": unjudged,
         }
     scored = [j["scores"] for j in judged if all(s is not None for s in j["scores"])]
     return {
         "judge_mean": _mean([s for scores in scored for s in scores]),
         "judge_spread": _mean([max(scores) - min(scores) for scores in scored]),
         "judge_groups": len(scored),
+        "judge_unjudged": unjudged,
     }
 
 
@@ -412,6 +590,8 @@ def summarize(items: Sequence[EvalItem], judge_mode: str | None) -> dict[str, di
                                         group[0].trg_lang))
         comet = [item.comet for item in with_ref if item.comet is not None]
         entry["comet"] = _mean(comet)
+        entry["bleurt"] = _mean([item.bleurt for item in with_ref if item.bleurt is not None])
+        entry["llm_judge"] = _mean([item.llm_judge for item in with_ref if item.llm_judge is not None])
         if judge_mode:
             entry.update(pair_judge_summary(group, judge_mode))
         summary[pair] = entry
@@ -419,14 +599,16 @@ def summarize(items: Sequence[EvalItem], judge_mode: str | None) -> dict[str, di
 
 
 def macro_average(pairs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    keys = ["bleu", "chrf++", "comet", "judge_hypothesis_mean", "judge_reference_mean", "judge_win_rate",
-            "judge_tie_rate", "judge_mean", "judge_spread"]
+    keys = ["bleu", "chrf++", "comet", "bleurt", "llm_judge", "judge_hypothesis_mean", "judge_reference_mean",
+            "judge_win_rate", "judge_tie_rate", "judge_mean", "judge_spread"]
     average: dict[str, Any] = {"n": sum(p["n"] for p in pairs.values()),
                                "extraction_failed": sum(p["extraction_failed"] for p in pairs.values())}
     for key in keys:
         values = [p[key] for p in pairs.values() if p.get(key) is not None]
         if values:
             average[key] = sum(values) / len(values)
+    if any("judge_unjudged" in p for p in pairs.values()):  # a count: summed, not averaged
+        average["judge_unjudged"] = sum(p.get("judge_unjudged", 0) for p in pairs.values())
     return average
 
 
@@ -435,14 +617,20 @@ def render_table(results: dict[str, Any], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    # Logs and CI captures are not terminals; rich would squeeze the table into 80 columns there.
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     judge_mode = (results.get("judge") or {}).get("mode")
     table = Table(title=f"MT evaluation: {results['model']}")
     columns = ["pair", "n", "BLEU", "chrF++", "COMET"]
+    extra_metrics = [(key, label) for key, label in (("bleurt", "BLEURT"), ("llm_judge", "LLM judge"))
+                     if any(entry.get(key) is not None for entry in results["pairs"].values())]
+    columns += [label for _, label in extra_metrics]
     if judge_mode == "reference":
         columns += ["judge hyp", "judge ref", "win vs ref"]
     elif judge_mode == "samples":
         columns += ["judge mean", "judge spread"]
+    if judge_mode:
+        columns.append("judge failed")
     columns.append("extract. failed")
     for column in columns:
         table.add_column(column, justify="left" if column == "pair" else "right")
@@ -455,20 +643,32 @@ def render_table(results: dict[str, Any], console=None) -> None:
     rows = list(results["pairs"].items()) + [("macro avg", results["macro_average"])]
     for pair, entry in rows:
         cells = [pair, str(entry["n"]), fmt(entry.get("bleu")), fmt(entry.get("chrf++")), fmt(entry.get("comet"), 4)]
+        cells += [fmt(entry.get(key), 4 if key == "bleurt" else 2) for key, _ in extra_metrics]
         if judge_mode == "reference":
             cells += [fmt(entry.get("judge_hypothesis_mean")), fmt(entry.get("judge_reference_mean")),
                       fmt(entry.get("judge_win_rate"), percent=True)]
         elif judge_mode == "samples":
             cells += [fmt(entry.get("judge_mean")), fmt(entry.get("judge_spread"))]
+        if judge_mode:
+            cells.append(fmt(entry.get("judge_unjudged"), 0))
         cells.append(str(entry["extraction_failed"]))
         table.add_row(*cells, end_section=pair == rows[-2][0] if len(rows) > 1 else False)
     console.print(table)
     for name, signatures in results["signatures"].items():
         for signature in sorted(set(signatures.values())):
             console.print(f"{name} signature: {signature}")
+    if judge_mode:
+        console.print(judge_line(results["judge"]))
     comet = results["comet"]
     console.print(f"COMET: {comet['status']}" + (f" ({comet['reason']})" if comet.get("reason") else
                                                   f" ({comet.get('model')})"))
+    for name, key in (("BLEURT", "bleurt"), ("LLM judge", "llm_judge")):
+        status = results.get(key)
+        if status:
+            console.print(f"{name}: {status['status']}" + (f" ({status['reason']})" if status.get("reason") else ""))
+    if results.get("runs"):
+        console.print(f"mean over {len(results['runs'])} runs (seeds {[r['seed'] for r in results['runs']]}); "
+                      "per-run numbers and the standard deviation are in the JSON output")
 
 
 # -- entry point ---------------------------------------------------------------------------------------------------
@@ -488,6 +688,8 @@ def evaluate(
     vllm_kwargs: dict[str, Any] | None = None,
     comet_model: str | None = DEFAULT_COMET_MODEL,
     judge: JudgeSettings | None = None,
+    bleurt_checkpoint: str | None = None,
+    llm_judge: LLMJudgeSettings | None = None,
 ) -> dict[str, Any]:
     """Generate, extract and score; returns the JSON-ready results (see :func:`main`)."""
     import torch
@@ -522,6 +724,8 @@ def evaluate(
         comet = comet_scores(items, comet_model)
     else:
         comet = {"status": "skipped", "reason": "disabled (--no-comet)"}
+    bleurt = bleurt_scores(items, bleurt_checkpoint) if bleurt_checkpoint else None
+    llm_judge_summary = llm_judge_scores(items, llm_judge) if llm_judge is not None else None
     judge_summary = judge_items(items, judge) if judge is not None else None
     pairs = summarize(items, judge.mode if judge is not None else None)
     signatures: dict[str, dict[str, str]] = {"BLEU": {}, "chrF++": {}}
@@ -539,6 +743,8 @@ def evaluate(
         "generation_seconds": generation_s,
         "signatures": signatures,
         "comet": comet,
+        "bleurt": bleurt,
+        "llm_judge": llm_judge_summary,
         "judge": judge_summary,
         "pairs": pairs,
         "macro_average": macro_average(pairs),
@@ -548,11 +754,84 @@ def evaluate(
                 "src_text": item.src_text, "reference": item.reference, "prompt": item.prompt,
                 "responses": item.responses, "hypotheses": item.hypotheses,
                 "hypothesis": item.hypothesis, "extraction_failed": item.hypotheses[0] is None,
-                "comet": item.comet, "judge": item.judge,
+                "comet": item.comet, "bleurt": item.bleurt, "llm_judge": item.llm_judge, "judge": item.judge,
             }
             for item in items
         ],
     }
+
+
+PAPER_PRESET: dict[str, Any] = {
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "num_samples": 1,
+    "max_new_tokens": 8192,
+    "extractor": "codeblock_strict",
+    "runs": 4,
+    "bleurt_checkpoint": "BLEURT-20",
+}
+"""``--paper``: the GRRM paper's MT evaluation protocol (greedy, up to 8192 new tokens, 4 runs averaged, BLEURT-20),
+with the training reward's strict one-code-block extractor."""
+
+
+def apply_paper_preset(args: argparse.Namespace, argv: Sequence[str]) -> list[str]:
+    """Set :data:`PAPER_PRESET` on ``args`` wherever the command line ``argv`` did not set the option itself;
+    returns one note per value set.
+
+    Example:
+        >>> args = argparse.Namespace(temperature=0.7, top_p=1.0, num_samples=1, max_new_tokens=2048,
+        ...                           extractor=None, runs=1, bleurt_checkpoint=None)
+        >>> notes = apply_paper_preset(args, ["--temperature", "0.7"])
+        >>> args.temperature, args.max_new_tokens, args.extractor, args.runs
+        (0.7, 8192, 'codeblock_strict', 4)
+    """
+    notes = []
+    for key, value in PAPER_PRESET.items():
+        flag = "--" + key.replace("_", "-")
+        if any(token == flag or token.startswith(flag + "=") for token in argv):
+            continue
+        if getattr(args, key) != value:
+            setattr(args, key, value)
+            notes.append(f"--paper: {flag} {value}")
+    return notes
+
+
+def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several runs of :func:`evaluate`: every numeric per-pair metric is the mean over the runs
+    (with equal items per run this is the paper's mean over runs x items); ``runs`` keeps each run's numbers and
+    ``macro_average_std`` the spread of the macro averages. Items, statuses and signatures are the first run's.
+
+    Example:
+        >>> one = {"settings": {"seed": 0}, "pairs": {"en-de": {"n": 2, "extraction_failed": 0, "bleu": 10.0}}}
+        >>> two = {"settings": {"seed": 1}, "pairs": {"en-de": {"n": 2, "extraction_failed": 1, "bleu": 20.0}}}
+        >>> combine_runs([one, two])["pairs"]["en-de"]["bleu"]
+        15.0
+    """
+    if len(runs) == 1:
+        return dict(runs[0])
+    combined = dict(runs[0])
+    pairs: dict[str, dict[str, Any]] = {}
+    for pair, first in runs[0]["pairs"].items():
+        entry = dict(first)
+        for key, value in first.items():
+            values = [run["pairs"].get(pair, {}).get(key) for run in runs]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                entry[key] = sum(values) / len(values)
+        pairs[pair] = entry
+    combined["pairs"] = pairs
+    combined["macro_average"] = macro_average(pairs)
+    per_run = [macro_average(run["pairs"]) for run in runs]
+    combined["macro_average_std"] = {
+        key: statistics.stdev([m[key] for m in per_run])
+        for key in combined["macro_average"]
+        if all(isinstance(m.get(key), (int, float)) for m in per_run)
+    }
+    combined["runs"] = [
+        {"seed": run["settings"].get("seed"), "pairs": run["pairs"], "macro_average": run.get("macro_average"),
+         "generation_seconds": run.get("generation_seconds")}
+        for run in runs
+    ]
+    return combined
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -595,7 +874,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--judge-max-parse-retries", type=int, default=2)
     parser.add_argument("--judge-kwargs", default=None, help="JSON: more GroupRelativeRewardConfig fields")
     parser.add_argument("--output", default=None, help="Write the results (with every hypothesis) to this JSON file")
+    parser.add_argument("--paper", action="store_true",
+                        help="The GRRM paper's protocol where not set explicitly: greedy, --max-new-tokens 8192, the "
+                        "strict one-code-block extractor, --runs 4, BLEURT-20 (docs/reproduction.md)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="Generate and score this many times (seeds seed, seed+1, ...); the metrics are the "
+                        "means over runs, with each run's numbers and the standard deviation in the JSON")
+    parser.add_argument("--bleurt-checkpoint", default=None,
+                        help="Local BLEURT checkpoint folder (e.g. BLEURT-20); needs Google's bleurt package")
+    parser.add_argument("--llm-judge-model", default=None,
+                        help="Reference-based LLM judge, GEMBA-SQM style 0-100 (served name for openai)")
+    parser.add_argument("--llm-judge-backend", default="openai", choices=["openai", "vllm", "transformers"])
+    parser.add_argument("--llm-judge-base-url", action="append", default=None,
+                        help="LLM judge server base URL (repeatable)")
+    parser.add_argument("--llm-judge-temperature", type=float, default=0.4, help="the paper's: 0.4")
+    parser.add_argument("--llm-judge-top-p", type=float, default=0.7, help="the paper's: 0.7")
+    parser.add_argument("--llm-judge-max-tokens", type=int, default=8192)
+    parser.add_argument("--llm-judge-max-retries", type=int, default=6, help="Re-asks for unparsable answers")
     args = parser.parse_args(argv)
+    if args.paper:
+        for note in apply_paper_preset(args, sys.argv[1:] if argv is None else argv):
+            print(note)
+    if args.runs < 1:
+        parser.error(f"--runs must be >= 1, got {args.runs}")
+    llm_judge = None
+    if args.llm_judge_model:
+        llm_judge = LLMJudgeSettings(
+            model=args.llm_judge_model, backend=args.llm_judge_backend, base_url=args.llm_judge_base_url,
+            temperature=args.llm_judge_temperature, top_p=args.llm_judge_top_p, max_tokens=args.llm_judge_max_tokens,
+            max_retries=args.llm_judge_max_retries, seed=args.seed,
+        )
 
     vllm_kwargs = dict(tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
                        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager)
@@ -613,18 +921,31 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
         chat_template=not args.no_chat_template,
     )
-    random.seed(args.seed)
-    results = evaluate(
-        args.model, args.data, split=args.split, style=args.style, extractor=args.extractor, engine=args.engine,
-        generation=generation, dtype=args.dtype, max_rows=args.max_rows, vllm_kwargs=vllm_kwargs,
-        comet_model=None if args.no_comet else args.comet_model, judge=judge,
-    )
+    runs = []
+    try:
+        for run in range(args.runs):
+            random.seed(args.seed + run)
+            runs.append(evaluate(
+                args.model, args.data, split=args.split, style=args.style, extractor=args.extractor, engine=args.engine,
+                generation=dataclasses.replace(generation, seed=args.seed + run), dtype=args.dtype,
+                max_rows=args.max_rows, vllm_kwargs=vllm_kwargs,
+                comet_model=None if args.no_comet else args.comet_model,
+                judge=judge, bleurt_checkpoint=args.bleurt_checkpoint, llm_judge=llm_judge,
+            ))
+    except JudgeConfigurationError as error:  # unknown judge model, rejected key: no retry can help
+        print(f"trl-grrm eval-mt: error: {error}", file=sys.stderr)
+        return 2
+    results = combine_runs(runs)
     render_table(results)
     if args.output:
         path = Path(args.output)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
         print(f"results (with every hypothesis): {path}")
+    problem = nothing_judged(runs) if judge is not None else None
+    if problem:
+        print(f"trl-grrm eval-mt: error: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 
