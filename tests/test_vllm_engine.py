@@ -209,3 +209,55 @@ def test_cut_answer_is_reported_as_truncated(engine):
             assert output.completion_tokens == 4 and output.text is not None and "max_tokens=4" in output.detail
     # The random judge ends an answer within 4 tokens with a chance of about 4 in 500.
     assert sum(o.error == TRUNCATED for o in outputs) >= 3
+
+
+# -- verdict log-probabilities (GRAM-style judges) -------------------------------------------------------------------
+
+
+def _gram_prompts():
+    from trl_grrm.formats import build_gram_prompt
+
+    pairs = [("4", "5"), ("The cat sleeps.", "Le chat dort."), ("x" * 60, "y")]
+    return [[{"role": "user", "content": build_gram_prompt("What is 2+2?", a, b)}] for a, b in pairs]
+
+
+def test_verdict_logprobs_match_a_transformers_forward_pass(engine, tiny_model_dir):
+    from test_verdict_logprobs import likeliest_single_tokens, reference_logprobs
+
+    prompts = _gram_prompts()
+    # The random judge seldom ranks "A"/"B" in its top-20, so the verdict tokens are each prompt's likeliest tokens
+    # (plus "A" and "B"): then most of them must come back, and those that do not are bounded by the floor.
+    per_prompt = likeliest_single_tokens(tiny_model_dir, prompts)
+    tokens = list(dict.fromkeys(["A", "B", *(token for tokens in per_prompt for token in tokens)]))
+    outputs = engine.verdict_logprobs(prompts, tokens, top_k=20)
+    expected = reference_logprobs(tiny_model_dir, prompts, tokens)
+    for output, reference, likeliest in zip(outputs, expected, per_prompt):
+        assert output.error is None and output.prompt_tokens > 0
+        assert set(likeliest) <= set(output.verdict_logprobs), (likeliest, output.verdict_logprobs)
+        for token in tokens:
+            if token in output.verdict_logprobs:
+                assert output.verdict_logprobs[token] == pytest.approx(reference[token], abs=1e-3), token
+            else:
+                assert reference[token] <= output.verdict_logprob_floor + 1e-3, token
+        assert output.verdict_logprob_floor <= min(output.verdict_logprobs.values())
+
+
+def test_verdict_logprobs_top_k_above_vllm_limit_is_a_configuration_error(engine):
+    from trl_grrm.engines import JudgeConfigurationError
+
+    with pytest.raises(JudgeConfigurationError, match=r"top_k=21 .*max_logprobs=20"):
+        engine.verdict_logprobs(_gram_prompts()[:1], ("A", "B"), top_k=21)
+
+
+def test_verdict_logprobs_reject_multi_token_verdicts(engine):
+    from trl_grrm.engines import JudgeConfigurationError
+
+    with pytest.raises(JudgeConfigurationError, match=r"'Verdict§1' is not a single token"):
+        engine.verdict_logprobs(_gram_prompts()[:1], ("Verdict§1", "B"))
+
+
+def test_verdict_logprobs_too_long_prompt_is_not_scored(engine):
+    long = [{"role": "user", "content": "word " * 2 * MAX_MODEL_LEN}]
+    outputs = engine.verdict_logprobs([long, *_gram_prompts()[:1]], ("A", "B"))
+    assert outputs[0].error == "prompt_too_long" and outputs[0].verdict_logprobs is None
+    assert outputs[1].error is None and outputs[1].verdict_logprob_floor is not None

@@ -149,3 +149,29 @@ def test_server_startup_timeout_fails_with_log_and_stops_the_server(tiny_model_d
         with start_vllm_server(tiny_model_dir, served_model_name="judge", port=port, timeout_s=3):
             pass  # pragma: no cover - never reached
     assert _server_processes(port) == []
+
+
+def test_verdict_logprobs_from_top_logprobs_match_transformers(base_url, tiny_model_dir):
+    from test_verdict_logprobs import likeliest_single_tokens, reference_logprobs
+
+    from trl_grrm.engines import OpenAIEngine
+    from trl_grrm.formats import build_gram_prompt
+
+    prompts = [
+        [{"role": "user", "content": build_gram_prompt("What is 2+2?", a, b)}]
+        for a, b in [("4", "5"), ("The cat sleeps.", "Le chat dort.")]
+    ]
+    # the random judge's likeliest tokens (surely in the top-20) besides "A" and "B" (seldom there)
+    per_prompt = likeliest_single_tokens(tiny_model_dir, prompts)
+    tokens = list(dict.fromkeys(["A", "B", *(token for tokens in per_prompt for token in tokens)]))
+    engine = OpenAIEngine(SERVED_NAME, base_url, max_retries=1, timeout=60.0)
+    outputs = engine.verdict_logprobs(prompts, tokens, top_k=20)
+    expected = reference_logprobs(tiny_model_dir, prompts, tokens)
+    for output, reference, likeliest in zip(outputs, expected, per_prompt):
+        assert output.error is None and output.prompt_tokens > 0
+        assert set(likeliest) <= set(output.verdict_logprobs), (likeliest, output.verdict_logprobs)
+        for token in tokens:
+            if token in output.verdict_logprobs:
+                assert output.verdict_logprobs[token] == pytest.approx(reference[token], abs=1e-3), token
+            else:
+                assert reference[token] <= output.verdict_logprob_floor + 1e-3, token

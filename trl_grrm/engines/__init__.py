@@ -10,6 +10,7 @@ from .base import (
     Messages,
     SamplingSettings,
 )
+from .config import VLLM_MEMORY_SHARE, VLLM_MEMORY_SHARE_BESIDE_TRAINING, EngineConfig, build_engine
 from .openai_engine import OpenAIEngine
 from .transformers_engine import TransformersEngine
 from .vllm_engine import VLLMEngine
@@ -18,6 +19,9 @@ __all__ = [
     "PROMPT_TOO_LONG",
     "TRUNCATED",
     "UNAVAILABLE",
+    "VLLM_MEMORY_SHARE",
+    "VLLM_MEMORY_SHARE_BESIDE_TRAINING",
+    "EngineConfig",
     "JudgeConfigurationError",
     "JudgeEngine",
     "JudgeOutput",
@@ -26,4 +30,5 @@ __all__ = [
     "SamplingSettings",
     "TransformersEngine",
     "VLLMEngine",
+    "build_engine",
 ]

@@ -10,7 +10,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +23,7 @@ from .base import (
     JudgeOutput,
     Messages,
     SamplingSettings,
+    check_verdict_tokens,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,18 @@ class _AttemptFailure:
 
     def describe(self) -> str:
         return f"{self.kind} from {self.url}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one engine call asks of the server for every prompt, and how a chat completion becomes an output.
+
+    ``arguments(index)``: the ``chat.completions.create`` arguments besides model, messages and extra_body.
+    ``finish(output, choice, url)``: the output of a well-formed reply, completed from the reply's ``choice``.
+    """
+
+    arguments: Callable[[int], dict[str, Any]]
+    finish: Callable[[JudgeOutput, dict[str, Any], str], JudgeOutput | _AttemptFailure]
 
 
 def _summarise(failures: Sequence[_AttemptFailure]) -> str:
@@ -159,12 +172,71 @@ class OpenAIEngine(JudgeEngine):
         ]
 
     def generate(self, prompts: list[Messages], sampling: SamplingSettings) -> list[JudgeOutput]:
-        return run_coroutine(self._generate_all(prompts, sampling))
+        def arguments(index: int) -> dict[str, Any]:
+            return dict(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=None if sampling.seed is None else sampling.seed + index,
+            )
+
+        def finish(output: JudgeOutput, choice: dict[str, Any], url: str) -> JudgeOutput:
+            if output.finish_reason == "length":
+                return replace(output, error=TRUNCATED, detail=f"answer cut at max_tokens={sampling.max_tokens}")
+            return output
+
+        return run_coroutine(self._run_all(prompts, _Request(arguments, finish)))
+
+    def verdict_logprobs(
+        self, prompts: list[Messages], verdict_tokens: Sequence[str], top_k: int = 20
+    ) -> list[JudgeOutput]:
+        """One greedy token per prompt with ``logprobs`` and ``top_logprobs=top_k``, read at the verdict tokens.
+
+        The server's token strings are matched exactly (``"A"`` is not ``" A"``). A verdict token outside the top-k
+        is absent from ``verdict_logprobs``; ``verdict_logprob_floor`` is the smallest log-probability returned.
+        OpenAI allows ``top_k`` up to 20, as does ``vllm serve`` unless started with a larger ``--max-logprobs``;
+        a larger value is refused with a 400, raised as :class:`JudgeConfigurationError`, as is a server that
+        answers without log-probabilities.
+
+        Example:
+            >>> engine.verdict_logprobs([[{"role": "user", "content": gram_prompt}]], ("A", "B"))  # doctest: +SKIP
+            [JudgeOutput(text='A', ..., verdict_logprobs={'A': -0.05, 'B': -3.02}, verdict_logprob_floor=-9.8)]
+        """
+        check_verdict_tokens(verdict_tokens)
+
+        def arguments(index: int) -> dict[str, Any]:
+            return dict(temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=top_k)
+
+        def finish(output: JudgeOutput, choice: dict[str, Any], url: str) -> JudgeOutput | _AttemptFailure:
+            logprobs = choice.get("logprobs")
+            if logprobs is None:
+                raise JudgeConfigurationError(self._redact(
+                    f"The judge server at {url} answered model {self.model!r} without log-probabilities; "
+                    "verdict log-probabilities need a server that supports logprobs and top_logprobs."
+                ))
+            content = logprobs.get("content") if isinstance(logprobs, dict) else None
+            first = content[0] if isinstance(content, list) and content else None
+            top = first.get("top_logprobs") if isinstance(first, dict) else None
+            try:
+                returned: dict[str, float] = {}
+                for entry in [first, *top]:
+                    returned.setdefault(entry["token"], float(entry["logprob"]))  # the first spelling wins
+            except (TypeError, KeyError, ValueError):
+                return _AttemptFailure(
+                    "malformed reply", self._redact(f"unreadable logprobs of the first token: {first!r:.200}"), url
+                )
+            return replace(
+                output,
+                verdict_logprobs={token: returned[token] for token in verdict_tokens if token in returned},
+                verdict_logprob_floor=min(returned.values()),
+            )
+
+        return run_coroutine(self._run_all(prompts, _Request(arguments, finish)))
 
     def _redact(self, text: str) -> str:
         return redact_secret(text, self._api_key)
 
-    async def _generate_all(self, prompts: list[Messages], sampling: SamplingSettings) -> list[JudgeOutput]:
+    async def _run_all(self, prompts: list[Messages], request: _Request) -> list[JudgeOutput]:
         import openai
 
         self._api_key = os.environ.get(self.api_key_env)
@@ -178,7 +250,7 @@ class OpenAIEngine(JudgeEngine):
         pending = list(range(len(prompts)))
         try:
             for attempt in range(self.max_retries + 1):
-                results = await self._send_round(clients, attempt, pending, prompts, sampling, semaphore)
+                results = await self._send_round(clients, attempt, pending, prompts, request, semaphore)
                 failures: dict[int, _AttemptFailure] = {}
                 for index, result in zip(pending, results):
                     if isinstance(result, _AttemptFailure):
@@ -212,13 +284,13 @@ class OpenAIEngine(JudgeEngine):
         return outputs  # type: ignore[return-value]
 
     async def _send_round(
-        self, clients: list, attempt: int, pending: list[int], prompts: list[Messages], sampling: SamplingSettings,
+        self, clients: list, attempt: int, pending: list[int], prompts: list[Messages], request: _Request,
         semaphore: asyncio.Semaphore,
     ) -> list[JudgeOutput | _AttemptFailure]:
         """One attempt for every pending prompt, concurrently; a configuration error cancels the rest and raises."""
         tasks = [
             asyncio.ensure_future(
-                self._attempt(clients[(index + attempt) % len(clients)], index, prompts[index], sampling, semaphore)
+                self._attempt(clients[(index + attempt) % len(clients)], index, prompts[index], request, semaphore)
             )
             for index in pending
         ]
@@ -231,7 +303,7 @@ class OpenAIEngine(JudgeEngine):
             raise
 
     async def _attempt(
-        self, client: Any, index: int, messages: Messages, sampling: SamplingSettings, semaphore: asyncio.Semaphore
+        self, client: Any, index: int, messages: Messages, request: _Request, semaphore: asyncio.Semaphore
     ) -> JudgeOutput | _AttemptFailure:
         import openai
 
@@ -244,11 +316,8 @@ class OpenAIEngine(JudgeEngine):
                     client.chat.completions.with_raw_response.create(
                         model=self.model,
                         messages=messages,
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
-                        max_tokens=sampling.max_tokens,
-                        seed=None if sampling.seed is None else sampling.seed + index,
                         extra_body=self.extra_body or None,
+                        **request.arguments(index),
                     ),
                     timeout=self.timeout,
                 )
@@ -263,9 +332,9 @@ class OpenAIEngine(JudgeEngine):
                 if error.status_code in _CONFIGURATION_STATUSES:
                     raise await self._configuration_error(client, url, error.status_code, message) from None
                 return _AttemptFailure(str(error.status_code), message, url)
-        return self._read_reply(raw.text, url, sampling)
+        return self._read_reply(raw.text, url, request)
 
-    def _read_reply(self, text: str, url: str, sampling: SamplingSettings) -> JudgeOutput | _AttemptFailure:
+    def _read_reply(self, text: str, url: str, request: _Request) -> JudgeOutput | _AttemptFailure:
         """The judge output in a 200 reply, or a retryable failure when the body is not a chat completion."""
 
         def malformed(problem: str) -> _AttemptFailure:
@@ -293,9 +362,7 @@ class OpenAIEngine(JudgeEngine):
             completion_tokens=usage.get("completion_tokens") or 0,
             finish_reason=finish_reason if isinstance(finish_reason, str) else None,
         )
-        if output.finish_reason == "length":
-            return replace(output, error=TRUNCATED, detail=f"answer cut at max_tokens={sampling.max_tokens}")
-        return output
+        return request.finish(output, choice, url)
 
     async def _configuration_error(self, client: Any, url: str, status: int, message: str) -> JudgeConfigurationError:
         reason = message.rstrip(".")

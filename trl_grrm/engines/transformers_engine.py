@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from .base import TRUNCATED, JudgeEngine, JudgeOutput, Messages, SamplingSettings
+from .base import (
+    PROMPT_TOO_LONG,
+    TRUNCATED,
+    JudgeEngine,
+    JudgeOutput,
+    Messages,
+    SamplingSettings,
+    verdict_token_ids,
+)
 
 
 class TransformersEngine(JudgeEngine):
@@ -98,3 +107,48 @@ class TransformersEngine(JudgeEngine):
                     output.error, output.detail = TRUNCATED, f"no end of answer within max_tokens={sampling.max_tokens}"
                 outputs.append(output)
         return outputs
+
+    def verdict_logprobs(
+        self, prompts: list[Messages], verdict_tokens: Sequence[str], top_k: int = 20
+    ) -> list[JudgeOutput]:
+        """One forward pass per batch: the log-softmax over the full vocabulary at the last prompt position,
+        read at the verdict tokens. Every verdict token is returned, so ``top_k`` plays no part.
+
+        Example:
+            >>> engine.verdict_logprobs([[{"role": "user", "content": gram_prompt}]], ("A", "B"))  # doctest: +SKIP
+            [JudgeOutput(text=None, ..., verdict_logprobs={'A': -0.05, 'B': -3.02})]
+        """
+        import torch
+
+        self._ensure_started()
+        token_ids = verdict_token_ids(self._tokenizer, verdict_tokens, self.model_name)
+        texts = self._render(prompts)
+        lengths = [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        outputs: list[JudgeOutput | None] = [None] * len(prompts)
+        fitting = []
+        for index, length in enumerate(lengths):
+            if self.max_prompt_tokens is not None and length > self.max_prompt_tokens:
+                outputs[index] = JudgeOutput(
+                    text=None, prompt_tokens=length, error=PROMPT_TOO_LONG,
+                    detail=f"{length} prompt tokens > max_prompt_tokens {self.max_prompt_tokens}",
+                )
+            else:
+                fitting.append(index)
+        selected = torch.tensor(token_ids)
+        for start in range(0, len(fitting), self.batch_size):
+            chunk = fitting[start : start + self.batch_size]
+            encoded = self._tokenizer(
+                [texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self._model.device)
+            # Left padding: positions must count real tokens only, as in generate(), or padded rows drift.
+            position_ids = (encoded["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self._model(**encoded, position_ids=position_ids).logits[:, -1, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)[:, selected.to(logits.device)].tolist()
+            for index, row in zip(chunk, logprobs):
+                outputs[index] = JudgeOutput(
+                    text=None,
+                    prompt_tokens=lengths[index],
+                    verdict_logprobs=dict(zip(verdict_tokens, row)),
+                )
+        return outputs  # type: ignore[return-value]

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from .base import PROMPT_TOO_LONG, TRUNCATED, JudgeEngine, JudgeOutput, Messages, SamplingSettings
+from .base import (
+    PROMPT_TOO_LONG,
+    TRUNCATED,
+    JudgeConfigurationError,
+    JudgeEngine,
+    JudgeOutput,
+    Messages,
+    SamplingSettings,
+    verdict_token_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +107,11 @@ class VLLMEngine(JudgeEngine):
         keys, self._counted = self._render(prompts)  # kept for the `generate` call that usually follows
         return [len(self._counted[key]) for key in keys]
 
-    def generate(self, prompts: list[Messages], sampling: SamplingSettings) -> list[JudgeOutput]:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        self._ensure_started()
+    def _fitting_prompts(self, prompts: list[Messages]) -> tuple[list[JudgeOutput | None], list[tuple[int, list[int]]]]:
+        """Outputs with ``prompt_too_long`` filled in, and (index, token ids) of the prompts that fit."""
         max_model_len = self.max_prompt_tokens + MIN_ANSWER_TOKENS
         outputs: list[JudgeOutput | None] = [None] * len(prompts)
-        batch, params, positions = [], [], []
+        fitting = []
         # Reuse what count_prompt_tokens just rendered for these prompts; the next call renders afresh.
         known, self._counted = self._counted, {}
         keys, rendered = self._render(prompts, known)
@@ -115,7 +122,19 @@ class VLLMEngine(JudgeEngine):
                     text=None, prompt_tokens=len(ids), error=PROMPT_TOO_LONG,
                     detail=f"{len(ids)} prompt tokens > {self.max_prompt_tokens} usable of max_model_len {max_model_len}",
                 )
-                continue
+            else:
+                fitting.append((index, ids))
+        return outputs, fitting
+
+    def generate(self, prompts: list[Messages], sampling: SamplingSettings) -> list[JudgeOutput]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self._ensure_started()
+        max_model_len = self.max_prompt_tokens + MIN_ANSWER_TOKENS
+        outputs, fitting = self._fitting_prompts(prompts)
+        batch, params, positions = [], [], []
+        for index, ids in fitting:
             batch.append(TokensPrompt(prompt_token_ids=ids))
             params.append(
                 SamplingParams(
@@ -140,6 +159,48 @@ class VLLMEngine(JudgeEngine):
                     cut_at = len(completion.token_ids)
                     output.detail = f"answer cut at {cut_at} tokens (max_tokens={sampling.max_tokens})"
                 outputs[index] = output
+        return outputs  # type: ignore[return-value]
+
+    def verdict_logprobs(
+        self, prompts: list[Messages], verdict_tokens: Sequence[str], top_k: int = 20
+    ) -> list[JudgeOutput]:
+        """One greedy token per prompt with its ``top_k`` log-probabilities (vLLM's raw log-softmax over the
+        vocabulary), read at the verdict tokens. A verdict token outside the top-k is absent from
+        ``verdict_logprobs``; ``verdict_logprob_floor`` is then the smallest log-probability returned.
+
+        ``top_k`` may not exceed vLLM's ``max_logprobs`` (20 by default; raise it through ``llm_kwargs``).
+
+        Example:
+            >>> engine.verdict_logprobs([[{"role": "user", "content": gram_prompt}]], ("A", "B"))  # doctest: +SKIP
+            [JudgeOutput(text=None, ..., verdict_logprobs={'A': -0.05, 'B': -3.02}, verdict_logprob_floor=-9.8)]
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self._ensure_started()
+        token_ids = verdict_token_ids(self._tokenizer, verdict_tokens, self.model)
+        max_logprobs = self._llm.llm_engine.model_config.max_logprobs
+        if top_k < 1 or (max_logprobs != -1 and top_k > max_logprobs):
+            raise JudgeConfigurationError(
+                f"top_k={top_k} log-probabilities requested from the vLLM judge {self.model!r}, which returns 1 to "
+                f"max_logprobs={max_logprobs}; lower top_k or pass llm_kwargs={{'max_logprobs': {top_k}}}"
+            )
+        outputs, fitting = self._fitting_prompts(prompts)
+        if fitting:
+            params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=top_k)
+            batch = [TokensPrompt(prompt_token_ids=ids) for _, ids in fitting]
+            for (index, ids), result in zip(fitting, self._llm.generate(batch, params, use_tqdm=False)):
+                returned = result.outputs[0].logprobs[0]  # {token id: Logprob} at the first answer position
+                outputs[index] = JudgeOutput(
+                    text=None,
+                    prompt_tokens=len(ids),
+                    verdict_logprobs={
+                        token: returned[token_id].logprob
+                        for token, token_id in zip(verdict_tokens, token_ids)
+                        if token_id in returned
+                    },
+                    verdict_logprob_floor=min(entry.logprob for entry in returned.values()),
+                )
         return outputs  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -10,6 +10,11 @@ analysis, a ranking and 0-10 scores computed by a deterministic rule:
 * with references (source text -> reference translation), the chrF of each candidate against the reference / 10;
 * otherwise a rule anyone can recompute: ``len(candidate) % 11``.
 
+A request with ``logprobs`` (GRAM-style verdicts) gets one token and its ``top_logprobs`` in OpenAI's format; for
+a GRAM prompt (:mod:`trl_grrm.formats.gram`) the log-probabilities of ``"A"`` and ``"B"`` are
+``log sigmoid(±(score_a - score_b))`` with the same scoring rule, so P("A") over the two is
+``sigmoid(score_a - score_b)`` exactly.
+
 Every request is appended to ``request_log`` (JSONL) so tests can count judge calls.
 
 Run it stand-alone with ``python -m trl_grrm.testing.judge_server --port 8011 [--references data.jsonl]``.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formats.gqm import CANDIDATE_IDS, format_gqm_answer, parse_gqm_prompt
+from ..formats.gram import parse_gram_prompt
 from ..formats.sqm import format_sqm_answer, parse_sqm_prompt
 
 
@@ -66,6 +73,8 @@ class JudgeServer:
     ``garbage_below_temperature``: answers requests whose temperature is below it with unparsable text, to exercise
     the reward function's retries. ``max_prompt_chars``: longer prompts get vLLM's 400 context-length error.
     ``delay_s`` sleeps before every answer. ``stop_after_s``: the server stops by itself after that long.
+    ``token_logprobs(prompt)``: the first-token log-probabilities a ``logprobs`` request is answered from (default:
+    :meth:`gram_verdict_logprobs`).
     Subclasses answer some requests themselves through :meth:`intercept` (see :mod:`trl_grrm.testing.fault_server`).
 
     Example:
@@ -84,6 +93,7 @@ class JudgeServer:
         max_prompt_chars: int | None = None,
         delay_s: float = 0.0,
         stop_after_s: float | None = None,
+        token_logprobs: Callable[[str], Mapping[str, float]] | None = None,
     ) -> None:
         self.model_name = model_name
         self.scorer = scorer
@@ -92,6 +102,7 @@ class JudgeServer:
         self.max_prompt_chars = max_prompt_chars
         self.delay_s = delay_s
         self.stop_after_s = stop_after_s
+        self.token_logprobs = token_logprobs or self.gram_verdict_logprobs
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._httpd = _HTTPServer((host, port), self._handler_class())
@@ -123,6 +134,26 @@ class JudgeServer:
             return "I cannot decide how good this translation is."
         score = int(self.scorer(parsed.source_text, parsed.translation))
         return format_sqm_answer(f"**Translation:** {len(parsed.translation)} characters.", score)
+
+    def gram_verdict_logprobs(self, prompt: str) -> dict[str, float]:
+        """First-token log-probabilities for a GRAM prompt: ``log sigmoid(±(score_a - score_b))``."""
+        parsed = parse_gram_prompt(prompt)  # ValueError for anything else: the handler answers 400
+        margin = self.scorer(parsed.question, parsed.response_a) - self.scorer(parsed.question, parsed.response_b)
+        return {"A": -math.log1p(math.exp(-margin)), "B": -math.log1p(math.exp(margin))}
+
+    def logprobs_body(self, prompt: str, top_logprobs: int) -> dict[str, Any]:
+        """A one-token chat completion with OpenAI-style ``logprobs``: the likeliest token and the ``top_logprobs``
+        likeliest, from :attr:`token_logprobs`."""
+        ranked = sorted(self.token_logprobs(prompt).items(), key=lambda item: -item[1])
+
+        def entry(token: str, logprob: float) -> dict[str, Any]:
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+        body = self.completion_body(ranked[0][0], prompt, finish_reason="length")
+        body["choices"][0]["logprobs"] = {"content": [
+            {**entry(*ranked[0]), "top_logprobs": [entry(*item) for item in ranked[:top_logprobs]]}
+        ]}
+        return body
 
     def completion_body(self, text: str, prompt: str, finish_reason: str = "stop") -> dict[str, Any]:
         """The JSON body of a chat completion that answers ``prompt`` with ``text``, as ``vllm serve`` writes it."""
@@ -198,6 +229,9 @@ class JudgeServer:
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 try:
+                    if body.get("logprobs"):
+                        self._send(200, server.logprobs_body(prompt, int(body.get("top_logprobs") or 0)))
+                        return
                     text = server.judge(prompt, temperature)
                 except ValueError as error:
                     self._send(400, {"error": {"message": f"not a judge prompt: {error}"}})
