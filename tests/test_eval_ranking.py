@@ -196,8 +196,8 @@ class PairwiseViaGQM(RankingJudge):
             for i in range(len(candidates)) for j in range(i + 1, len(candidates))
         ]  # fmt: skip
 
-    def parse(self, text, prompt_index, num_candidates):
-        scores = parse_gqm_output(text, ["A", "B"]).scores
+    def parse(self, output, prompt_index, num_candidates):  # the whole JudgeOutput, as the judging core passes it
+        scores = parse_gqm_output(output.text, ["A", "B"]).scores
         return (scores["A"] > scores["B"]) - (scores["A"] < scores["B"])
 
     def combine(self, parsed, num_candidates):
@@ -223,8 +223,8 @@ def test_a_pairwise_judge_plugs_into_the_evaluator(ranking_file, server):
 class FirstPlaceBiasedGQM(GQMJudge):
     """The GQM judge with a position bias: 3 extra points for whatever candidate is shown first."""
 
-    def parse(self, text, prompt_index, num_candidates):
-        parsed = super().parse(text, prompt_index, num_candidates)
+    def parse(self, output, prompt_index, num_candidates):
+        parsed = super().parse(output, prompt_index, num_candidates)
         parsed["scores"][0] += 3
         return parsed
 

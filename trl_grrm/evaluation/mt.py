@@ -340,69 +340,50 @@ class LLMJudgeSettings:
 def llm_judge_scores(items: Sequence[EvalItem], settings: LLMJudgeSettings,
                      engine: Any = None) -> dict[str, Any]:
     """Score each first-sample hypothesis against its reference with a GEMBA-SQM-style prompt
-    (:func:`trl_grrm.formats.gemba_sqm.build_gemba_sqm_prompt`), writing ``item.llm_judge`` (0-100).
+    (:class:`trl_grrm.judging.GembaSQMJudge`), writing ``item.llm_judge`` (0-100).
 
-    Batching, re-asks and failure reasons come from :func:`trl_grrm.evaluation.ranking.judge_groups`, the package's
-    one judging loop: every hypothesis is a one-candidate group. A failed extraction is not sent and scores 0
-    (the paper scored its "Translation Failed." placeholder instead). ``engine`` overrides the one ``settings``
-    describes (tests, or an engine shared with the GRRM judge).
+    Batching, re-asks and failure reasons come from the judging core (:class:`trl_grrm.judging.JudgeRunner`): every
+    hypothesis is a one-candidate group with its reference. A failed extraction is not sent and scores 0 (the paper
+    scored its "Translation Failed." placeholder instead). ``engine`` overrides the one ``settings`` describes
+    (tests, or an engine shared with the GRRM judge); an engine built here is closed before returning.
     """
-    from ..engines import OpenAIEngine, SamplingSettings, TransformersEngine, VLLMEngine
-    from ..formats.gemba_sqm import GembaSQMParseError, build_gemba_sqm_prompt, parse_gemba_sqm_output
-    from .ranking import JudgeAnswerError, RankingGroup, RankingJudge, judge_groups
+    from ..engines import EngineConfig, SamplingSettings, build_engine
+    from ..judging import GembaSQMJudge, JudgeGroup, JudgeRunner, JudgeTask, RetryPolicy
 
     scored = [item for item in items if item.reference is not None]
     if not scored:
         return {"status": "skipped", "reason": "no references"}
-    references = {item.index: item.reference for item in scored}
-
-    class GembaSQMJudge(RankingJudge):
-        name = "gemba_sqm_ref"
-
-        def prompts(self, group, candidates):
-            return [[{"role": "user", "content": build_gemba_sqm_prompt(
-                group.source_text, candidates[0], references[group.index], group.source_language,
-                group.target_language)}]]
-
-        def parse(self, text, prompt_index, num_candidates):
-            try:
-                return parse_gemba_sqm_output(text)
-            except GembaSQMParseError as error:
-                raise JudgeAnswerError(str(error)) from None
-
-        def combine(self, parsed, num_candidates):
-            return [float(parsed[0])]
-
-    if engine is None:
-        if settings.backend == "openai":
-            if not settings.base_url:
-                raise ValueError("--llm-judge-backend openai needs --llm-judge-base-url (e.g. http://host:8000/v1)")
-            engine = OpenAIEngine(model=settings.model, base_urls=settings.base_url)
-        elif settings.backend == "vllm":
-            engine = VLLMEngine(model=settings.model, gpu_memory_utilization=0.85, seed=settings.seed)
-        elif settings.backend == "transformers":
-            engine = TransformersEngine(model=settings.model)
-        else:
+    own_engine = engine is None
+    if own_engine:
+        if settings.backend == "openai" and not settings.base_url:
+            raise ValueError("--llm-judge-backend openai needs --llm-judge-base-url (e.g. http://host:8000/v1)")
+        if settings.backend not in ("openai", "vllm", "transformers"):
             raise ValueError(f"llm judge backend must be openai, vllm or transformers, got {settings.backend!r}")
+        engine = build_engine(EngineConfig(model=settings.model, backend=settings.backend,
+                                           base_url=settings.base_url, seed=settings.seed))
     counts: dict[str, int] = {"judged": 0, "extraction_failed": 0}
-    groups = []
+    tasks: list[tuple[EvalItem, JudgeTask]] = []
     for item in scored:
         if item.hypotheses and item.hypotheses[0] is None:
             item.llm_judge = 0.0
             counts["extraction_failed"] += 1
             continue
-        groups.append(RankingGroup(item.index, item.src_text, item.src_lang, item.trg_lang, [item.hypothesis], [0.0]))
+        group = JudgeGroup(item.src_text, [item.hypothesis], item.src_lang, item.trg_lang, item.reference, item.index)
+        tasks.append((item, JudgeTask(group)))
     sampling = SamplingSettings(temperature=settings.temperature, top_p=settings.top_p,
                                 max_tokens=settings.max_tokens, seed=settings.seed)
-    evaluations = judge_groups(groups, GembaSQMJudge(), engine, sampling, max_retries=settings.max_retries,
-                               retry_temperature=settings.retry_temperature)
-    by_index = {item.index: item for item in scored}
-    for evaluation in evaluations:
-        if evaluation.scores is None:
-            key = f"failed_{evaluation.failure}"
+    policy = RetryPolicy(max_retries=settings.max_retries, retry_temperature=settings.retry_temperature)
+    try:
+        JudgeRunner(engine, policy, sampling).run(GembaSQMJudge(), [task for _, task in tasks])
+    finally:
+        if own_engine:
+            engine.close()
+    for item, task in tasks:
+        if task.scores is None:
+            key = f"failed_{task.failure}"
             counts[key] = counts.get(key, 0) + 1
             continue
-        by_index[evaluation.group.index].llm_judge = evaluation.scores[0]
+        item.llm_judge = task.scores[0]
         counts["judged"] += 1
     return {"status": "ok", "model": settings.model, "backend": settings.backend,
             "prompt": "GEMBA-SQM style with reference, written from the paper's description (not its exact text)",
@@ -423,10 +404,18 @@ class JudgeSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def judge_items(items: Sequence[EvalItem], settings: JudgeSettings) -> dict[str, Any]:
+def judge_items(items: Sequence[EvalItem], settings: JudgeSettings, engine: Any = None) -> dict[str, Any]:
     """Score the hypotheses with a GRRM judge (see the module docstring for the two modes); writes
-    ``item.judge`` and returns run-level counts."""
-    from ..rewards import GroupRelativeRewardFunction
+    ``item.judge`` and returns run-level counts.
+
+    The judge's fields are :class:`~trl_grrm.rewards.GroupRelativeRewardConfig`'s (``settings.extra`` holds more of
+    them, from ``--judge-kwargs``), and it judges through the same core as the reward function
+    (:class:`trl_grrm.judging.JudgeRunner`): identical candidates are judged once, each group in its own seeded order.
+    ``engine`` overrides the one the settings describe; an engine built here is closed before returning.
+    """
+    from ..engines import VLLM_MEMORY_SHARE, build_engine
+    from ..judging import JudgeGroup, JudgeTask, attempt_counts, distinct_candidates
+    from ..rewards.group_relative import GroupRelativeRewardConfig
 
     if settings.mode not in ("reference", "samples"):
         raise ValueError(f"judge mode must be 'reference' or 'samples', got {settings.mode!r}")
@@ -436,29 +425,21 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings) -> dict[str,
             raise ValueError("--judge-mode samples needs --num-samples >= 2")
         eligible = list(items)
     else:
-        size = 2
         eligible = [item for item in items if item.reference is not None]
-    reward = GroupRelativeRewardFunction(
-        judge_model=settings.model,
-        backend=settings.backend,
-        base_url=settings.base_url,
-        num_generations=size,
-        extractor="full",  # the candidates are already extracted translations
-        score_scale=1.0,
-        invalid_completion_reward=None,
-        unjudged_reward=None,
-        temperature=settings.temperature,
-        max_judge_tokens=settings.max_tokens,
-        max_parse_retries=settings.max_parse_retries,
-        seed=settings.seed,
-        shuffle_candidates=True,  # position-bias control: each group in its own seeded order
-        audit_log_path=settings.audit_log,
-        name="grrm_eval_judge",
+    config = GroupRelativeRewardConfig(**{
+        "judge_model": settings.model, "backend": settings.backend, "base_url": settings.base_url,
+        "temperature": settings.temperature, "max_judge_tokens": settings.max_tokens,
+        "max_parse_retries": settings.max_parse_retries, "seed": settings.seed, "name": "grrm_eval_judge",
+        "audit_log_path": settings.audit_log,
+        # The judge runs after generation, with the GPU to itself (the reward function's default shares it).
+        "vllm_gpu_memory_utilization": VLLM_MEMORY_SHARE,
         **settings.extra,
-    )
-    batch: dict[str, list[Any]] = defaultdict(list)
-    asked: list[EvalItem] = []
+    })  # fmt: skip
     counts = {"judged_groups": 0, "unjudged_groups": 0, "ties_identical": 0, "extraction_failed": 0}
+    reasons: dict[str, int] = dict.fromkeys((*JUDGE_FAILURES, TOO_FEW_DISTINCT), 0)
+    # Per asked item: its candidates, each candidate's index among the distinct ones (None: failed extraction),
+    # and the core's task (None: fewer than two distinct candidates, nothing to compare).
+    asked: list[tuple[EvalItem, list[str | None], list[int | None], Any]] = []
     for item in eligible:
         if settings.mode == "reference":
             if item.hypotheses[0] is None:
@@ -469,40 +450,61 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings) -> dict[str,
                 item.judge = {"hypothesis": None, "reference": None, "outcome": "tie", "note": "identical to reference"}
                 counts["ties_identical"] += 1
                 continue
-            candidates = [item.hypotheses[0], item.reference]
+            candidates: list[str | None] = [item.hypotheses[0], item.reference]
         else:
-            candidates = [h if h is not None else "" for h in item.hypotheses]
-        asked.append(item)
-        for candidate in candidates:
-            batch["prompts"].append(f"{item.index}:{item.src_text}")
-            batch["completions"].append(candidate)
-            batch["src_text"].append(item.src_text)
-            batch["src_lang"].append(item.src_lang)
-            batch["trg_lang"].append(item.trg_lang)
-    metrics: dict[str, float] = {}
-    rewards = reward(**batch, log_metric=metrics.__setitem__) if asked else []
-    for position, item in enumerate(asked):
-        scores = rewards[position * size : (position + 1) * size]
-        if settings.mode == "reference":
-            hyp, ref = scores
-            if hyp is None or ref is None:
+            candidates = [h if h is not None and h.strip() else None for h in item.hypotheses]
+        distinct, members = distinct_candidates(candidates)
+        task = None
+        if len(distinct) >= 2:
+            order = list(range(len(distinct)))
+            random.Random(f"{settings.seed}-{item.index}").shuffle(order)  # position-bias control, seeded per item
+            task = JudgeTask(JudgeGroup(item.src_text, distinct, item.src_lang, item.trg_lang, key=item.index), order)
+        asked.append((item, candidates, members, task))
+    tasks = [task for *_, task in asked if task is not None]
+    if tasks:
+        own_engine = engine is None
+        engine = engine or build_engine(config.engine_config())
+        try:
+            config.judge_runner(engine).run(config.judge_format(), tasks)
+        finally:
+            if own_engine:
+                engine.close()
+    audit: list[dict[str, Any]] = []
+    for item, candidates, members, task in asked:
+        unjudged = TOO_FEW_DISTINCT if task is None else task.failure
+        scores = None if task is None or task.scores is None else [
+            None if m is None else float(task.scores[m]) for m in members
+        ]  # fmt: skip
+        audit.append({
+            "item": item.index, "mode": settings.mode, "source": item.src_text, "source_language": item.src_lang,
+            "target_language": item.trg_lang, "candidates": candidates,
+            "judged_candidates": list(task.group.candidates) if task else [], "order": task.order if task else None,
+            "scores": scores, "unjudged_reason": unjudged,
+            "attempts": [{"request": r.messages, **a} for r in (task.requests if task else []) for a in r.attempts],
+        })  # fmt: skip
+        if scores is None:
+            reasons[unjudged] += 1
+            counts["unjudged_groups"] += 1
+            if settings.mode == "reference":
                 item.judge = {"hypothesis": None, "reference": None, "outcome": None, "note": "judge gave no scores",
                               "unjudged": True}
-                counts["unjudged_groups"] += 1
-                continue
+            else:
+                item.judge = {"scores": [0.0 if h is None else None for h in item.hypotheses],
+                              "note": "judge gave no scores (or all samples identical)", "unjudged": True}
+            continue
+        if settings.mode == "reference":
+            hyp, ref = scores
             outcome = "win" if hyp > ref else ("tie" if hyp == ref else "loss")
             item.judge = {"hypothesis": hyp, "reference": ref, "outcome": outcome}
         else:
-            # Failed extractions score 0; everything else comes from the judge (None: the group was not scored).
-            per_sample = [0.0 if h is None else s for h, s in zip(item.hypotheses, scores)]
-            if any(s is None for s in per_sample):
-                item.judge = {"scores": per_sample, "note": "judge gave no scores (or all samples identical)",
-                              "unjudged": True}
-                counts["unjudged_groups"] += 1
-                continue
-            item.judge = {"scores": per_sample}
+            # Failed extractions score 0 (the floor of the 0-10 scale) without a judge call.
+            item.judge = {"scores": [0.0 if s is None else s for s in scores]}
         counts["judged_groups"] += 1
-    prefix = reward.config.name + "/"
+    if config.audit_log_path and audit:
+        Path(config.audit_log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(config.audit_log_path, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in audit)
+    attempts = attempt_counts([a for task in tasks for r in task.requests for a in r.attempts])
     return {
         "mode": settings.mode,
         "model": settings.model,
@@ -510,12 +512,12 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings) -> dict[str,
         "base_url": settings.base_url,
         **counts,
         # Why groups got no scores, in the vocabulary of eval-ranking and the reward's metrics.
-        "failures": {reason: int(metrics.get(f"{prefix}unjudged/{reason}", 0)) for reason in JUDGE_FAILURES},
-        "too_few_distinct": int(metrics.get(f"{prefix}unjudged/{TOO_FEW_DISTINCT}", 0)),
-        "judge_calls": metrics.get(prefix + "judge_calls", 0.0),
-        "request_retries": int(metrics.get(prefix + "request_retries", 0)),
-        "parse_failure_rate": metrics.get(prefix + "parse_failure_rate", 0.0),
-        "truncated_rate": metrics.get(prefix + "truncated_rate", 0.0),
+        "failures": {reason: reasons[reason] for reason in JUDGE_FAILURES},
+        "too_few_distinct": reasons[TOO_FEW_DISTINCT],
+        "judge_calls": float(attempts["judge_calls"]),
+        "request_retries": attempts["request_retries"],
+        "parse_failure_rate": attempts["parse_failures"] / attempts["answers"] if attempts["answers"] else 0.0,
+        "truncated_rate": attempts["truncated_answers"] / attempts["received"] if attempts["received"] else 0.0,
     }
 
 

@@ -4,10 +4,12 @@ The dataset is a *ranking dataset* (columns ``src_text``, ``src_lang``, ``trg_la
 score = better), e.g. the test split of ``double7/TowerBlocks-MT-Ranking``. Each group is shown to the judge, the
 judge's scores are turned into pairwise relations (better / worse / tie) and compared with the labels.
 
-Judges are pluggable (:class:`RankingJudge`): a judge turns one group, in the order it is shown, into chat prompts
-and turns the parsed answers back into one score per candidate. Shipped: :class:`GQMJudge` (this package's GRRM
-format, one prompt per group) and :class:`SQMJudge` (pointwise, one prompt per candidate). Any
-:class:`~trl_grrm.engines.JudgeEngine` runs them: in-process vLLM, OpenAI-compatible servers or transformers.
+Judges are formats of the judging core (:class:`trl_grrm.judging.JudgeFormat`, also importable here as
+``RankingJudge``): a judge turns one group, in the order it is shown, into chat prompts and turns the parsed answers
+back into one score per candidate. Shipped: :class:`~trl_grrm.judging.GQMJudge` (this package's GRRM format, one
+prompt per group) and :class:`~trl_grrm.judging.SQMJudge` (pointwise, one prompt per candidate). Any
+:class:`~trl_grrm.engines.JudgeEngine` runs them (built by :func:`trl_grrm.engines.build_engine`): in-process vLLM,
+OpenAI-compatible servers or transformers.
 
 Metrics, per language pair and overall (see :func:`summarize`):
 
@@ -28,8 +30,9 @@ Metrics, per language pair and overall (see :func:`summarize`):
   ``accuracy_std`` show the position bias, ``ranking_consistency`` is the share of groups (scored in every order)
   ranked identically in all orders, and ``score_averaged`` is the accuracy of the scores averaged over the orders.
 
-Every prompt of a round goes to the engine in one ``generate`` call; answers that do not parse or were cut at the
-token limit are asked again, at most ``--max-retries`` times, at ``--retry-temperature``. The JSON output keeps
+Judging runs on :class:`trl_grrm.judging.JudgeRunner`: every prompt of a round goes to the engine in one call;
+answers that do not parse or were cut at the token limit are asked again, at most ``--max-retries`` times, at
+``max(--retry-temperature, --temperature)`` with a new seed per re-ask (:class:`trl_grrm.judging.RetryPolicy`). The JSON output keeps
 every prompt and answer for audit.
 
 Exit status: 0 when the judge scored at least one group; 1 when it scored none (the JSON is still written, with
@@ -43,7 +46,6 @@ Example:
 
 from __future__ import annotations
 
-import abc
 import argparse
 import datetime
 import json
@@ -52,28 +54,29 @@ import random
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engines import (
-    JudgeConfigurationError,
-    JudgeEngine,
-    JudgeOutput,
-    Messages,
-    OpenAIEngine,
-    SamplingSettings,
-    TransformersEngine,
-    VLLMEngine,
-)
-from ..formats.gqm import CANDIDATE_IDS, GQMParseError, build_gqm_prompt, parse_gqm_output
-from ..formats.sqm import SQMParseError, build_sqm_prompt, parse_sqm_output
+from .. import engines
+from ..engines import VLLM_MEMORY_SHARE, EngineConfig, JudgeConfigurationError, JudgeEngine, SamplingSettings
 from ..judge_training.rewards import relation_agreement
+from ..judging import (
+    JUDGE_FORMATS,
+    MAX_RETRIES_LIMIT,
+    GQMJudge,  # noqa: F401 - re-exported: judges were defined here before the judging core
+    JudgeAnswerError,  # noqa: F401
+    JudgeFormat,
+    JudgeRunner,
+    JudgeTask,
+    RetryPolicy,
+    SQMJudge,  # noqa: F401
+    attempt_counts,
+)
 from ..judging.failures import JUDGE_FAILURES, PARSE_FAILED, PROMPT_TOO_LONG, TRUNCATED, UNAVAILABLE, describe_failures
 from ..ranking import pairwise_relations, tie_rate
 
 RANKING_COLUMNS = ("src_text", "src_lang", "trg_lang", "mt_texts", "scores")
-MAX_RETRIES_LIMIT = 10
 
 # -- data --------------------------------------------------------------------------------------------------------
 
@@ -120,6 +123,7 @@ class RankingGroup:
     target_language: str
     candidates: list[str]
     scores: list[float]
+    reference: str | None = None  # for judges that read one (GEMBA-SQM); ranking datasets have none
 
     @property
     def language_pair(self) -> str:
@@ -145,149 +149,22 @@ def groups_from_dataset(ds: Iterable[dict[str, Any]]) -> list[RankingGroup]:
 # -- judges ------------------------------------------------------------------------------------------------------
 
 
-class JudgeAnswerError(ValueError):
-    """A judge answer that does not parse."""
+#: The judge-format protocol of :mod:`trl_grrm.judging` under its former name (judges written for eval-ranking
+#: implement it: ``prompts``, ``parse(output, prompt_index, num_candidates)``, ``combine``).
+RankingJudge = JudgeFormat
 
-
-class RankingJudge(abc.ABC):
-    """How one kind of judge is asked about a group and how its answers become per-candidate scores.
-
-    A judge sees candidates in the order they are shown (the evaluator permutes them and maps the scores back).
-    ``prompts`` returns any number of chat prompts for the group (one for a group-wise judge, one per candidate for
-    a pointwise judge, one per pair for a pairwise judge); ``parse`` reads one answer (raise
-    :class:`JudgeAnswerError`, or any ``ValueError``, when it does not parse) and returns something JSON-serialisable
-    kept in the audit log; ``combine`` turns the parsed answers of all prompts, in prompt order, into one score per
-    shown candidate (higher = better; for a pairwise judge e.g. its number of wins).
-
-    Example:
-        >>> class LengthJudge(RankingJudge):  # a toy judge: prefers shorter candidates, no model call needed
-        ...     name = "length"
-        ...     def prompts(self, group, candidates):
-        ...         return [[{"role": "user", "content": c}] for c in candidates]
-        ...     def parse(self, text, prompt_index, num_candidates):
-        ...         return -len(text)
-        ...     def combine(self, parsed, num_candidates):
-        ...         return parsed
-    """
-
-    name: str = "judge"
-    #: Largest group the judge can take (``None``: no limit). Larger groups are skipped and counted.
-    max_candidates: int | None = None
-
-    @abc.abstractmethod
-    def prompts(self, group: RankingGroup, candidates: Sequence[str]) -> list[Messages]:
-        """Chat prompts for the group with its candidates in the given (shown) order."""
-
-    @abc.abstractmethod
-    def parse(self, text: str, prompt_index: int, num_candidates: int) -> Any:
-        """Parse the answer to prompt ``prompt_index``."""
-
-    @abc.abstractmethod
-    def combine(self, parsed: list[Any], num_candidates: int) -> list[float]:
-        """One score per shown candidate from the parsed answers of every prompt."""
-
-    def describe(self) -> dict[str, Any]:
-        """Settings written to the JSON output."""
-        return {"name": self.name}
-
-
-class GQMJudge(RankingJudge):
-    """This package's GRRM judge format: one prompt per group, scores for every candidate in one answer.
-
-    ``ranking_mismatch="fail"`` treats an answer whose ranking line contradicts its scores as unparsable; by default
-    the scores are used and the disagreement is only recorded (``ranking_agrees`` in the audit).
-    """
-
-    name = "gqm"
-    max_candidates = len(CANDIDATE_IDS)
-
-    def __init__(self, ranking_mismatch: str = "count", language_names: dict[str, str] | None = None) -> None:
-        if ranking_mismatch not in ("count", "fail"):
-            raise ValueError(f"ranking_mismatch must be 'count' or 'fail', got {ranking_mismatch!r}")
-        self.ranking_mismatch = ranking_mismatch
-        self.language_names = language_names
-
-    def prompts(self, group: RankingGroup, candidates: Sequence[str]) -> list[Messages]:
-        prompt = build_gqm_prompt(
-            group.source_text, list(candidates), group.source_language, group.target_language,
-            language_names=self.language_names,
-        )
-        return [[{"role": "user", "content": prompt}]]
-
-    def parse(self, text: str, prompt_index: int, num_candidates: int) -> dict[str, Any]:
-        ids = list(CANDIDATE_IDS[:num_candidates])
-        try:
-            judgment = parse_gqm_output(text, ids)
-        except GQMParseError as error:
-            raise JudgeAnswerError(str(error)) from None
-        if self.ranking_mismatch == "fail" and judgment.ranking_agrees is False:
-            raise JudgeAnswerError("the ranking line disagrees with the scores")
-        return {"scores": judgment.ordered_scores(ids), "ranking_agrees": judgment.ranking_agrees}
-
-    def combine(self, parsed: list[Any], num_candidates: int) -> list[float]:
-        return list(parsed[0]["scores"])
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "ranking_mismatch": self.ranking_mismatch}
-
-
-class SQMJudge(RankingJudge):
-    """A pointwise judge: one prompt per candidate (:func:`trl_grrm.formats.sqm.build_sqm_prompt`), 0-10 each.
-
-    The prompt is the GRRM paper's SQM-GenRM baseline prompt. The candidate order cannot matter to it, so extra
-    permutations only repeat the same prompts (informative only when sampling).
-    """
-
-    name = "sqm"
-
-    def __init__(self, language_names: dict[str, str] | None = None) -> None:
-        self.language_names = language_names
-
-    def prompts(self, group: RankingGroup, candidates: Sequence[str]) -> list[Messages]:
-        return [
-            [{"role": "user", "content": build_sqm_prompt(
-                group.source_text, candidate, group.source_language, group.target_language,
-                language_names=self.language_names,
-            )}]
-            for candidate in candidates
-        ]  # fmt: skip
-
-    def parse(self, text: str, prompt_index: int, num_candidates: int) -> int:
-        try:
-            return parse_sqm_output(text)
-        except SQMParseError as error:
-            raise JudgeAnswerError(str(error)) from None
-
-    def combine(self, parsed: list[Any], num_candidates: int) -> list[float]:
-        return [float(score) for score in parsed]
-
-
-JUDGES: dict[str, type[RankingJudge]] = {"gqm": GQMJudge, "sqm": SQMJudge}
-"""Judges selectable with ``--judge``; register more here (e.g. pairwise judges)."""
+JUDGES: dict[str, type[JudgeFormat]] = JUDGE_FORMATS
+"""Judges selectable with ``--judge`` (:data:`trl_grrm.judging.JUDGE_FORMATS`)."""
 
 
 # -- evaluation --------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Request:
-    evaluation: _Evaluation
-    prompt_index: int
-    messages: Messages
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    parsed: Any = None
-    done: bool = False
-    failure: str | None = None  # one of trl_grrm.judging.failures.JUDGE_FAILURES
+class _Evaluation(JudgeTask):
+    """One group judged in one candidate order (a :class:`~trl_grrm.judging.JudgeTask` that knows which order)."""
 
-
-@dataclass
-class _Evaluation:
-    group: RankingGroup
-    permutation: int
-    order: list[int]  # order[i] = index in group.candidates of the candidate shown at position i
-    requests: list[_Request] = field(default_factory=list)
-    scores: list[float] | None = None  # in the group's stored order
-    failure: str | None = None
+    permutation: int = 0
 
 
 def permutation_orders(num_candidates: int, count: int, rng: random.Random) -> list[list[int]]:
@@ -318,7 +195,7 @@ def _relation_accuracy(predicted: Sequence[float], truth: Sequence[float], ties:
 
 def judge_groups(
     groups: Sequence[RankingGroup],
-    judge: RankingJudge,
+    judge: JudgeFormat,
     engine: JudgeEngine,
     sampling: SamplingSettings,
     *,
@@ -330,98 +207,22 @@ def judge_groups(
 ) -> list[_Evaluation]:
     """Ask ``judge`` (through ``engine``) about every group in ``permutations`` candidate orders.
 
-    Round 0 sends every prompt of every order in one ``engine.generate`` call; each retry round sends the prompts
-    whose answers did not parse or were truncated, at ``max(retry_temperature, sampling.temperature)``. Engine
-    errors (prompt too long, engine unavailable) are final; a :class:`~trl_grrm.engines.JudgeConfigurationError`
-    propagates. ``progress(completed, total, description)`` is called after each round.
+    The judging core (:class:`~trl_grrm.judging.JudgeRunner`) sends every prompt of every order in one engine call
+    per round and re-asks answers that do not parse or were truncated, on the schedule of
+    :class:`~trl_grrm.judging.RetryPolicy`. Engine errors (prompt too long, engine unavailable) are final; a
+    :class:`~trl_grrm.engines.JudgeConfigurationError` propagates. ``progress(completed, total, description)`` is
+    called after each round.
     """
     if permutations < 1:
         raise ValueError(f"permutations must be >= 1, got {permutations}")
-    if not 0 <= max_retries <= MAX_RETRIES_LIMIT:
-        raise ValueError(f"max_retries must be in 0..{MAX_RETRIES_LIMIT}, got {max_retries}")
+    policy = RetryPolicy(max_retries=max_retries, retry_temperature=retry_temperature)
     evaluations: list[_Evaluation] = []
-    requests: list[_Request] = []
     for group in groups:
         rng = random.Random(f"{seed}-{group.index}")
         for number, order in enumerate(permutation_orders(len(group.candidates), permutations, rng)):
-            evaluation = _Evaluation(group, number, order)
-            shown = [group.candidates[i] for i in order]
-            for prompt_index, messages in enumerate(judge.prompts(group, shown)):
-                request = _Request(evaluation, prompt_index, messages)
-                evaluation.requests.append(request)
-                requests.append(request)
-            evaluations.append(evaluation)
-
-    pending = requests
-    completed = 0
-    if progress is not None:
-        progress(completed, len(requests), "round 1")
-    for attempt in range(max_retries + 1):
-        if not pending:
-            break
-        temperature = sampling.temperature if attempt == 0 else max(retry_temperature, sampling.temperature)
-        settings = SamplingSettings(
-            temperature=temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            # A new seed per round: a retry at the same temperature and seed would repeat the failed answer.
-            seed=None if sampling.seed is None else sampling.seed + 1_000_003 * attempt,
-        )
-        outputs = engine.generate([r.messages for r in pending], settings)
-        if len(outputs) != len(pending):
-            raise RuntimeError(f"the engine answered {len(outputs)} of {len(pending)} prompts")
-        for request, output in zip(pending, outputs):
-            _accept(request, output, judge, attempt, temperature)
-        if attempt == max_retries:
-            for request in pending:
-                if not request.done:  # what the last answer was decides the reason
-                    request.done = True
-                    request.failure = TRUNCATED if request.attempts[-1].get("truncated") else PARSE_FAILED
-        completed += sum(r.done for r in pending)
-        pending = [r for r in pending if not r.done]
-        if progress is not None:
-            progress(completed, len(requests), f"retry {attempt + 1}/{max_retries}" if pending else "done")
-
-    for evaluation in evaluations:
-        failures = [r.failure for r in evaluation.requests if r.failure]
-        if failures:
-            # The most telling reason: an engine-side problem over a format problem.
-            evaluation.failure = next((f for f in JUDGE_FAILURES if f in failures), failures[0])
-            continue
-        n = len(evaluation.order)
-        shown_scores = judge.combine([r.parsed for r in evaluation.requests], n)
-        if len(shown_scores) != n:
-            raise RuntimeError(f"judge {judge.name} returned {len(shown_scores)} scores for {n} candidates")
-        scores: list[float] = [0.0] * n
-        for position, original in enumerate(evaluation.order):
-            scores[original] = shown_scores[position]
-        evaluation.scores = scores
+            evaluations.append(_Evaluation(group, order, permutation=number))
+    JudgeRunner(engine, policy, sampling).run(judge, evaluations, progress=progress)
     return evaluations
-
-
-def _accept(request: _Request, output: JudgeOutput, judge: RankingJudge, attempt: int, temperature: float) -> None:
-    record: dict[str, Any] = {"attempt": attempt, "temperature": temperature, "response": output.text}
-    record["prompt_tokens"], record["completion_tokens"] = output.prompt_tokens, output.completion_tokens
-    if output.finish_reason is not None:
-        record["finish_reason"] = output.finish_reason
-    if output.request_retries:
-        record["request_retries"] = output.request_retries
-    request.attempts.append(record)
-    if output.error == TRUNCATED:  # a cut answer is not a judgment: asked again, like one that does not parse
-        record["error"], record["truncated"] = TRUNCATED, True
-        return
-    if output.error is not None:
-        record["error"], record["detail"] = output.error, output.detail
-        request.done = True
-        request.failure = PROMPT_TOO_LONG if output.error == PROMPT_TOO_LONG else UNAVAILABLE
-        return
-    try:
-        parsed = judge.parse(output.text or "", request.prompt_index, len(request.evaluation.order))
-    except ValueError as error:
-        record["parse_error"] = str(error)
-        return
-    record["parsed"] = parsed
-    request.parsed, request.done = parsed, True
 
 
 # -- metrics -----------------------------------------------------------------------------------------------------
@@ -480,14 +281,11 @@ def summarize(evaluations: Sequence[_Evaluation], permutations: int) -> dict[str
         result[key] = _mean(values)
     result["failures"] = {k: sum(p["failures"][k] for p in per) for k in per[0]["failures"]}
     requests = [r for e in evaluations for r in e.requests]
-    attempts = [a for r in requests for a in r.attempts]
-    answers = [a for a in attempts if "error" not in a]
+    counts = attempt_counts([a for r in requests for a in r.attempts])
     result["requests"] = len(requests)
-    result["answers"] = len(answers)
-    result["retries"] = sum(a["attempt"] > 0 for a in attempts)
-    result["truncated_answers"] = sum(bool(a.get("truncated")) for a in attempts)
-    result["request_retries"] = sum(a.get("request_retries", 0) for a in attempts)
-    result["answer_parse_failure_rate"] = _mean([float("parse_error" in a) for a in answers])
+    for key in ("answers", "retries", "truncated_answers", "request_retries"):
+        result[key] = counts[key]
+    result["answer_parse_failure_rate"] = counts["parse_failures"] / counts["answers"] if counts["answers"] else None
     if permutations > 1:
         accuracies = [p["accuracy"] for p in per if p["accuracy"] is not None]
         result["per_permutation"] = {
@@ -693,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--request-backoff", type=float, default=1.0,
                        help="openai: seconds before the first retry; doubles on each retry. Default 1.0.")
     judge.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm")
-    judge.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm")
+    judge.add_argument("--gpu-memory-utilization", type=float, default=VLLM_MEMORY_SHARE,
+                       help=f"vllm: share of GPU memory for the judge. Default {VLLM_MEMORY_SHARE}.")
     judge.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + answer).")
     judge.add_argument("--dtype", default="auto", help="vllm / transformers weights dtype.")
     judge.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs.")
@@ -720,31 +519,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The :class:`~trl_grrm.engines.EngineConfig` the command-line arguments describe."""
+    if args.backend == "openai" and not args.base_url:
+        raise ValueError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+    return EngineConfig(
+        model=args.model,
+        backend=args.backend,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        max_concurrency=args.max_concurrency,
+        request_timeout=args.request_timeout,
+        max_request_retries=args.request_retries,
+        request_backoff_seconds=args.request_backoff,
+        tensor_parallel_size=args.tensor_parallel_size,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        dtype=args.dtype,
+        enforce_eager=args.enforce_eager,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+
+
 def build_engine(args: argparse.Namespace) -> JudgeEngine:
     """The judge engine the command-line arguments describe."""
-    if args.backend == "openai":
-        if not args.base_url:
-            raise ValueError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
-        return OpenAIEngine(
-            model=args.model,
-            base_urls=args.base_url,
-            api_key_env=args.api_key_env,
-            max_concurrency=args.max_concurrency,
-            timeout=args.request_timeout,
-            max_retries=args.request_retries,
-            backoff_seconds=args.request_backoff,
-        )
-    if args.backend == "vllm":
-        return VLLMEngine(
-            model=args.model,
-            tensor_parallel_size=args.tensor_parallel_size,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len,
-            dtype=args.dtype,
-            enforce_eager=args.enforce_eager,
-            seed=args.seed,
-        )
-    return TransformersEngine(model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    return engines.build_engine(engine_config(args))
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -9,7 +9,6 @@ import logging
 import os
 import random
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,16 +16,16 @@ from typing import Any, Literal
 
 from .. import distributed
 from ..engines import (
+    VLLM_MEMORY_SHARE_BESIDE_TRAINING,
+    EngineConfig,
     JudgeConfigurationError,
     JudgeEngine,
-    JudgeOutput,
-    OpenAIEngine,
     SamplingSettings,
-    TransformersEngine,
-    VLLMEngine,
+    build_engine,
 )
-from ..formats.gqm import CANDIDATE_IDS, GQMJudgment, GQMParseError, build_gqm_prompt, parse_gqm_output
+from ..formats.gqm import CANDIDATE_IDS
 from ..formats.mt import completion_text, get_extractor
+from ..judging import GQMJudge, JudgeGroup, JudgeRunner, JudgeTask, RetryPolicy, attempt_counts, distinct_candidates
 from ..judging.failures import PARSE_FAILED, PROMPT_TOO_LONG, TOO_FEW_DISTINCT, TRUNCATED, UNAVAILABLE
 from ..ranking import tie_rate
 from .penalties import soft_overlong_penalty
@@ -57,14 +56,14 @@ class GroupRelativeRewardConfig:
     base_url: str | list[str] | None = field(default=None, metadata={"help": "OpenAI-compatible base URL(s), e.g. http://host:8000/v1; requests are spread over several."})
     api_key_env: str = field(default="JUDGE_API_KEY", metadata={"help": "Environment variable holding the API key (never logged). Unset: 'EMPTY'."})
     max_concurrency: int = field(default=64, metadata={"help": "Concurrent requests per process."})
-    request_timeout: float = field(default=600.0, metadata={"help": "Seconds per request."})
+    request_timeout: float = field(default=600.0, metadata={"help": "Hard deadline in seconds for each request attempt (the whole reply, not each read)."})
     max_request_retries: int = field(default=3, metadata={"help": "Retries (exponential backoff, next URL) for failed requests."})
     request_backoff_seconds: float = field(default=1.0, metadata={"help": "First retry delay; doubles on each retry."})
     judge_tokenizer: str | None = field(default=None, metadata={"help": "openai backend: a tokenizer (path or id) to count judge prompt tokens locally, so over-long prompts are never sent. None: the server's 400 for over-long prompts is used."})
 
     # vllm backend
     vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per judge engine."})
-    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "vllm backend: share of GPU memory for the judge (weights + KV cache)."})
+    vllm_gpu_memory_utilization: float = field(default=VLLM_MEMORY_SHARE_BESIDE_TRAINING, metadata={"help": "vllm backend: share of GPU memory for the judge (weights + KV cache), which shares the GPU with the policy."})
     vllm_max_model_len: int | None = field(default=None, metadata={"help": "vllm backend: judge context length (None: the model's)."})
     vllm_dtype: str = field(default="auto", metadata={"help": "vllm backend: weight dtype."})
     vllm_enforce_eager: bool = field(default=False, metadata={"help": "vllm backend: disable CUDA graphs (less memory, slower)."})
@@ -79,9 +78,9 @@ class GroupRelativeRewardConfig:
     top_p: float = field(default=1.0, metadata={"help": "Judge nucleus sampling."})
     max_judge_tokens: int = field(default=4096, metadata={"help": "Max tokens of a judge answer."})
     max_judge_prompt_tokens: int | None = field(default=None, metadata={"help": "Groups whose judge prompt is longer get the fallback. None: the engine's own limit."})
-    max_parse_retries: int = field(default=2, metadata={"help": "Re-asks for judge answers that do not parse."})
-    retry_temperature: float = field(default=1.0, metadata={"help": "Temperature of those re-asks."})
-    seed: int | None = field(default=0, metadata={"help": "Seed for the first judge attempt and for shuffle_candidates."})
+    max_parse_retries: int = field(default=2, metadata={"help": "Re-asks for judge answers that do not parse or were cut at max_judge_tokens (0-10)."})
+    retry_temperature: float = field(default=1.0, metadata={"help": "Temperature of those re-asks (never below `temperature`; see trl_grrm.judging.RetryPolicy)."})
+    seed: int | None = field(default=0, metadata={"help": "Judge sampling seed (re-ask k uses seed + 1_000_003 * k) and seed of shuffle_candidates."})
 
     # rewards
     score_scale: float = field(default=0.1, metadata={"help": "Reward per judge score point (scores are 0-10)."})
@@ -126,6 +125,47 @@ class GroupRelativeRewardConfig:
             raise ValueError(f"num_generations must be at least 2, got {self.num_generations}")
         if self.max_parse_retries < 0:
             raise ValueError("max_parse_retries must be >= 0")
+        RetryPolicy(self.max_parse_retries, self.retry_temperature)  # its own range checks, with their messages
+
+    def engine_config(self) -> EngineConfig:
+        """The judge engine these fields describe (built by :func:`trl_grrm.engines.build_engine`)."""
+        return EngineConfig(
+            model=self.judge_model,
+            backend=self.backend,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            max_concurrency=self.max_concurrency,
+            request_timeout=self.request_timeout,
+            max_request_retries=self.max_request_retries,
+            request_backoff_seconds=self.request_backoff_seconds,
+            tokenizer=self.judge_tokenizer,
+            tensor_parallel_size=self.vllm_tensor_parallel_size,
+            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            max_model_len=self.vllm_max_model_len,
+            dtype=self.vllm_dtype if self.backend == "vllm" else "auto",
+            enforce_eager=self.vllm_enforce_eager,
+            seed=self.seed or 0,
+            vllm_kwargs=self.vllm_kwargs,
+            batch_size=self.transformers_batch_size,
+            device=self.transformers_device,
+        )
+
+    def judge_format(self) -> GQMJudge:
+        """The GQM judge format these fields describe."""
+        return GQMJudge(ranking_mismatch=self.ranking_mismatch, language_names=self.language_names)
+
+    def judge_runner(self, engine: JudgeEngine) -> JudgeRunner:
+        """The judging core with this config's sampling, retry policy, prompt limit and unavailable policy."""
+        sampling = SamplingSettings(
+            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_judge_tokens, seed=self.seed
+        )
+        return JudgeRunner(
+            engine,
+            RetryPolicy(max_retries=self.max_parse_retries, retry_temperature=self.retry_temperature),
+            sampling,
+            max_prompt_tokens=self.max_judge_prompt_tokens,
+            on_unavailable=self.on_judge_unavailable,
+        )
 
     @classmethod
     def grrm_paper(cls, judge_model: str = "double7/Qwen2.5-7B-GRRM", **overrides: Any) -> GroupRelativeRewardConfig:
@@ -203,10 +243,6 @@ class _Failure:
         return f"process {self.rank}: {self.kind}: {self.message}"
 
 
-def _dedup_key(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 def _find_calling_trainer() -> Any | None:
     """The GRPOTrainer (or subclass) whose `_calculate_rewards` is calling us, found on the call stack."""
     try:
@@ -254,6 +290,7 @@ class GroupRelativeRewardFunction:
         self.__name__ = config.name
         self._engine = engine
         self._extract: Callable[[str], str | None] = get_extractor(config.extractor)
+        self._judge = config.judge_format()
         self._calls = 0
 
     # -- engine ------------------------------------------------------------------------------------------------
@@ -266,34 +303,7 @@ class GroupRelativeRewardFunction:
         return self._engine
 
     def _make_engine(self) -> JudgeEngine:
-        c = self.config
-        if c.backend == "openai":
-            return OpenAIEngine(
-                model=c.judge_model,
-                base_urls=c.base_url,
-                api_key_env=c.api_key_env,
-                max_concurrency=c.max_concurrency,
-                timeout=c.request_timeout,
-                max_retries=c.max_request_retries,
-                backoff_seconds=c.request_backoff_seconds,
-                tokenizer=c.judge_tokenizer,
-            )
-        if c.backend == "vllm":
-            return VLLMEngine(
-                model=c.judge_model,
-                tensor_parallel_size=c.vllm_tensor_parallel_size,
-                gpu_memory_utilization=c.vllm_gpu_memory_utilization,
-                max_model_len=c.vllm_max_model_len,
-                dtype=c.vllm_dtype,
-                enforce_eager=c.vllm_enforce_eager,
-                seed=c.seed or 0,
-                llm_kwargs=c.vllm_kwargs,
-            )
-        return TransformersEngine(
-            model=c.judge_model,
-            device=c.transformers_device,
-            batch_size=c.transformers_batch_size,
-        )
+        return build_engine(self.config.engine_config())
 
     def __getstate__(self) -> dict[str, Any]:
         # Engines hold processes and sockets; a copy (e.g. for a spawned worker) starts its own.
@@ -476,123 +486,59 @@ class GroupRelativeRewardFunction:
     def judge_groups(
         self, groups: list[list[int]], everything: list[_Candidate], group_indices: list[int]
     ) -> list[_GroupResult]:
-        """Judge the given groups in one batched engine call (plus one per retry round)."""
+        """Judge the given groups through the judging core (:class:`~trl_grrm.judging.JudgeRunner`): one batched
+        engine call, plus one per retry round."""
         c = self.config
         results: list[_GroupResult] = []
-        pending: list[tuple[_GroupResult, list[dict[str, str]], list[int]]] = []
+        tasks: list[tuple[_GroupResult, JudgeTask]] = []
         for group_index, members in zip(group_indices, groups):
             result = _GroupResult(index=group_index, members=members)
-            seen: dict[str, int] = {}
-            for index in members:
-                translation = everything[index].translation
-                if translation is None:
-                    result.member_unique.append(None)
-                    continue
-                key = _dedup_key(translation)
-                if key not in seen:
-                    seen[key] = len(result.unique)
-                    result.unique.append(translation)
-                result.member_unique.append(seen[key])
+            result.unique, result.member_unique = distinct_candidates([everything[i].translation for i in members])
             results.append(result)
             if len(result.unique) < 2:
                 result.unjudged_reason = TOO_FEW_DISTINCT
                 continue
-            if len(result.unique) > len(CANDIDATE_IDS):
-                raise ValueError(f"a group has {len(result.unique)} distinct candidates; the judge format allows 26")
+            if len(result.unique) > self._judge.max_candidates:
+                raise ValueError(
+                    f"a group has {len(result.unique)} distinct candidates; the judge format allows "
+                    f"{self._judge.max_candidates}"
+                )
             order = list(range(len(result.unique)))
             if c.shuffle_candidates:
                 random.Random(f"{c.seed}-{self._calls}-{group_index}").shuffle(order)
             first = everything[members[0]]
-            prompt = build_gqm_prompt(
-                first.source,
-                [result.unique[k] for k in order],
-                first.source_language,
-                first.target_language,
-                language_names=c.language_names,
-            )
-            pending.append((result, [{"role": "user", "content": prompt}], order))
-
-        pending = self._drop_long_prompts(pending)
-        for attempt in range(c.max_parse_retries + 1):
-            if not pending:
-                break
-            sampling = SamplingSettings(
-                temperature=c.temperature if attempt == 0 else c.retry_temperature,
-                top_p=c.top_p,
-                max_tokens=c.max_judge_tokens,
-                seed=None if (c.seed is None or attempt > 0) else c.seed,
-            )
-            outputs = self.engine.generate([messages for _, messages, _ in pending], sampling)
-            still_failing = []
-            for (result, messages, order), output in zip(pending, outputs):
-                if not self._accept(result, messages, order, output, attempt):
-                    still_failing.append((result, messages, order))
-            pending = [p for p in still_failing if p[0].unjudged_reason is None]
-        for result, _, _ in pending:  # what the last answer was decides the reason
-            result.unjudged_reason = TRUNCATED if result.attempts[-1].get("truncated") else PARSE_FAILED
+            group = JudgeGroup(first.source, result.unique, first.source_language, first.target_language)
+            tasks.append((result, JudgeTask(group, order)))
+        if tasks:
+            self.config.judge_runner(self.engine).run(self._judge, [task for _, task in tasks])
+        for result, task in tasks:
+            self._take_outcome(result, task)
         return results
 
-    def _drop_long_prompts(self, pending: list) -> list:
-        limits = [x for x in (self.config.max_judge_prompt_tokens, self.engine.max_prompt_tokens) if x is not None]
-        if not pending or not limits:
-            return pending
-        lengths = self.engine.count_prompt_tokens([messages for _, messages, _ in pending])
-        if lengths is None:
-            return pending
-        kept = []
-        for item, length in zip(pending, lengths):
-            if length > min(limits):
-                item[0].unjudged_reason = PROMPT_TOO_LONG
-            else:
-                kept.append(item)
-        return kept
-
-    def _accept(
-        self, result: _GroupResult, messages: list[dict[str, str]], order: list[int], output: JudgeOutput, attempt: int
-    ) -> bool:
-        record: dict[str, Any] = {"attempt": attempt, "request": messages, "response": output.text}
-        result.attempts.append(record)
-        result.prompt_tokens += output.prompt_tokens
-        result.completion_tokens += output.completion_tokens
-        result.request_retries += output.request_retries
-        if output.request_retries:
-            record["request_retries"] = output.request_retries
-        if output.finish_reason is not None:
-            record["finish_reason"] = output.finish_reason
-        if output.error == TRUNCATED:
-            # A cut answer is not a judgment, even when what is left parses ("D: 10" cut to "D: 1"): the caller
-            # asks again, as for an answer that does not parse.
-            record["error"] = TRUNCATED
-            record["truncated"] = True
-            return False
-        if output.error is not None:
-            record["error"] = output.error
-            record["detail"] = output.detail
-            if output.error == PROMPT_TOO_LONG:
-                result.unjudged_reason = PROMPT_TOO_LONG
-            elif self.config.on_judge_unavailable == "raise":
-                raise RuntimeError(f"judge engine unavailable: {output.detail}")
-            else:
-                result.unjudged_reason = UNAVAILABLE
-            return False
-        ids = list(CANDIDATE_IDS[: len(order)])
-        try:
-            judgment: GQMJudgment = parse_gqm_output(output.text or "", ids)
-            if self.config.ranking_mismatch == "fail" and judgment.ranking_agrees is False:
-                raise GQMParseError("ranking line disagrees with the scores")
-        except GQMParseError as error:
-            record["parse_error"] = str(error)
-            return False
-        scores = [0] * len(order)
-        for position, unique_index in enumerate(order):
-            scores[unique_index] = judgment.scores[ids[position]]
-        result.scores = scores
-        result.ranking_agrees = judgment.ranking_agrees
-        result.revised_scores = judgment.revised_scores
-        record["scores"] = judgment.scores
-        if judgment.revised_scores:
-            record["revised_scores"] = True
-        return True
+    @staticmethod
+    def _take_outcome(result: _GroupResult, task: JudgeTask) -> None:
+        """Copy what the core found for one group into the result every process receives, with the audit records
+        in this function's schema (the request, the scores by candidate letter)."""
+        [request] = task.requests  # GQM: one prompt per group
+        ids = CANDIDATE_IDS[: len(task.order)]
+        for attempt in request.attempts:
+            record = {"attempt": attempt["attempt"], "request": request.messages}
+            record.update((k, v) for k, v in attempt.items() if k not in ("attempt", "parsed"))
+            parsed = attempt.get("parsed")
+            if parsed is not None:
+                record["scores"] = dict(zip(ids, parsed["scores"]))
+                if parsed["revised_scores"]:
+                    record["revised_scores"] = True
+            result.attempts.append(record)
+            result.prompt_tokens += attempt["prompt_tokens"]
+            result.completion_tokens += attempt["completion_tokens"]
+            result.request_retries += attempt.get("request_retries", 0)
+        if task.scores is None:
+            result.unjudged_reason = task.failure
+            return
+        result.scores = [int(score) for score in task.scores]
+        result.ranking_agrees = request.parsed["ranking_agrees"]
+        result.revised_scores = request.parsed["revised_scores"]
 
     # -- rewards, statistics, audit ----------------------------------------------------------------------------
 
@@ -617,9 +563,7 @@ class GroupRelativeRewardFunction:
 
     def _statistics(self, results: list[_GroupResult], everything: list[_Candidate], latency: float) -> dict[str, float]:
         num_groups = len(results)
-        attempts = [a for r in results for a in r.attempts]
-        answered = [a for a in attempts if "error" not in a]  # complete answers
-        received = [a for a in attempts if a.get("error") in (None, TRUNCATED)]  # any text back, cut or not
+        counts = attempt_counts([a for r in results for a in r.attempts])
         judged = [r for r in results if r.scores is not None]
         reasons = Counter(r.unjudged_reason for r in results if r.unjudged_reason)
         invalid = sum(m is None for r in results for m in r.member_unique)
@@ -629,10 +573,11 @@ class GroupRelativeRewardFunction:
         with_ranking = [r for r in judged if r.ranking_agrees is not None]
         stats = {
             "groups": float(num_groups),
-            "judge_calls": float(len(attempts)),
-            "retries": float(sum(a["attempt"] > 0 for a in attempts)),
-            "parse_failure_rate": sum("parse_error" in a for a in answered) / len(answered) if answered else 0.0,
-            "truncated_rate": sum(bool(a.get("truncated")) for a in received) / len(received) if received else 0.0,
+            "judge_calls": float(counts["judge_calls"]),
+            "retries": float(counts["retries"]),
+            "parse_failure_rate": counts["parse_failures"] / counts["answers"] if counts["answers"] else 0.0,
+            # among answers with text (cut or not)
+            "truncated_rate": counts["truncated_answers"] / counts["received"] if counts["received"] else 0.0,
             "request_retries": float(sum(r.request_retries for r in results)),
             "fallback_completions": float(fallback),
             "invalid_completions": float(invalid),
@@ -647,8 +592,8 @@ class GroupRelativeRewardFunction:
             ),
             "distinct_candidates": sum(len(r.unique) for r in results) / num_groups if num_groups else 0.0,
             "judge_latency_s": latency,
-            "judge_prompt_tokens": sum(r.prompt_tokens for r in results) / max(1, len(attempts)),
-            "judge_output_tokens": sum(r.completion_tokens for r in results) / max(1, len(attempts)),
+            "judge_prompt_tokens": sum(r.prompt_tokens for r in results) / max(1, counts["judge_calls"]),
+            "judge_output_tokens": sum(r.completion_tokens for r in results) / max(1, counts["judge_calls"]),
         }
         for reason in UNJUDGED_REASONS:
             stats[f"unjudged/{reason}"] = float(reasons.get(reason, 0))
