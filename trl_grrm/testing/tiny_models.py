@@ -102,3 +102,53 @@ def build_tiny_chat_model(
     model.save_pretrained(output_dir)
     (output_dir / "TINY_MODEL.json").write_text(json.dumps({"seed": seed, "random_weights": True}))
     return output_dir
+
+
+def build_tiny_qwen2_model(
+    tokenizer,
+    output_dir: str | Path,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    intermediate_size: int | None = None,
+    num_key_value_heads: int = 1,
+    seed: int = 0,
+    max_position_embeddings: int = 4096,
+):
+    """Write a randomly initialised tiny Qwen2 causal LM sized to ``tokenizer`` (and the tokenizer) into ``output_dir``.
+
+    For callers that bring their own tokenizer (e.g. :mod:`trl_grrm.mini`). Heads are 64 wide because vLLM's CPU
+    attention kernels reject smaller ones, so ``hidden_size`` must be a multiple of 64. Returns the model.
+
+    Example:
+        >>> model = build_tiny_qwen2_model(tokenizer, "/tmp/tiny", hidden_size=128, num_layers=4)  # doctest: +SKIP
+    """
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    if hidden_size % 64:
+        raise ValueError(f"hidden_size must be a multiple of 64 (vLLM CPU needs head_dim 64), got {hidden_size}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(output_dir)
+    torch.manual_seed(seed)
+    eos_token_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=hidden_size // 64,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=64,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=None,
+        eos_token_id=eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        dtype="float32",
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(output_dir)
+    return model

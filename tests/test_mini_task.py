@@ -1,0 +1,145 @@
+"""The miniature translation task: grammar, reference by rule, oracle, perturbations, judge data."""
+
+import json
+import random
+
+import pytest
+
+from trl_grrm.data.judge_builders import build_judge_sft_dataset
+from trl_grrm.formats.gqm import parse_gqm_output
+from trl_grrm.formats.sqm import parse_sqm_output
+from trl_grrm.mini.judge_data import build_ranking_dataset, build_sqm_sft_dataset, group_analysis
+from trl_grrm.mini.task import (
+    SOURCE_WORDS,
+    TARGET_WORDS,
+    oracle_errors,
+    oracle_score,
+    perturb,
+    sample_source,
+    translate,
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # Worked out by hand from the lexicon: SOV, adverb first, adjective after noun, -en plural, verb agrees.
+        ("ri bero mab tapa ka kiro nalu", "kwe taluen ilk besk seko"),
+        ("ka mab tapa ri soru", "talu dranen seka"),
+        ("ka soma pune bado ri ruda vena", "orim anu piloen iru fapa"),
+        # The idiom, with a plural subject (it does not agree) and with an adverb.
+        ("ri mab tapa ka soru", "taluen velomi"),
+        ("ka mab tapa ka soru huta", "tro talu velomi"),
+        # Not the idiom: an adjective or a plural object makes it literal.
+        ("ka mab tapa ka bero soru", "talu dran ilk seka"),
+    ],
+)
+def test_reference_is_made_by_the_rules(source, expected):
+    assert translate(source) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "word"),
+    [("ka mab", "the end"), ("xo mab tapa ka kiro", "'xo'"), ("ka mab tapa ka kiro nalu ka", "'nalu'")],
+)
+def test_ungrammatical_source_is_rejected_naming_the_word(source, word):
+    with pytest.raises(ValueError, match=word):
+        translate(source)
+
+
+def test_lexicon_size_is_within_the_issue_range():
+    assert len(SOURCE_WORDS) == 34
+    assert len(TARGET_WORDS) == 53  # 12 nouns x 2 numbers + 8 verbs x 2 + idiom + 8 adjectives + 4 adverbs
+    assert 50 <= len(set(SOURCE_WORDS) | set(TARGET_WORDS)) <= 100
+
+
+def test_reference_scores_ten():
+    rng = random.Random(0)
+    for _ in range(200):
+        reference = translate(sample_source(rng))
+        assert oracle_errors(reference, reference) == 0
+        assert oracle_score(reference, reference) == 10
+
+
+@pytest.mark.parametrize(
+    ("candidate", "errors"),
+    [
+        ("kwe taluen ilk besk seka", 1),  # agreement
+        ("kwe taluen besk seko", 1),  # missing adjective
+        ("kwe taluen ilk besk seko psa", 1),  # extra word
+        ("kwe ilk taluen besk seko", 1),  # adjacent words swapped
+        ("kwe taluen ilk fron seko", 1),  # wrong word
+        ("kwe talu ilk seko besk", 2),  # agreement + order
+        ("seko besk", 4),  # three missing + swapped
+        ("", 5),
+    ],
+)
+def test_oracle_counts_errors_by_hand(candidate, errors):
+    assert oracle_errors(candidate, "kwe taluen ilk besk seko") == errors
+    assert oracle_score(candidate, "kwe taluen ilk besk seko") == max(0, 10 - 2 * errors)
+
+
+def test_injected_errors_lower_the_score_monotonically():
+    rng = random.Random(1)
+    for _ in range(50):
+        reference = translate(sample_source(rng))
+        scores = [oracle_score(perturb(reference, k, rng), reference) for k in range(6)]
+        assert scores == [10, 8, 6, 4, 2, 0]
+
+
+def test_perturb_rejects_unknown_error_kind():
+    with pytest.raises(ValueError, match="unknown error kind"):
+        perturb("talu velomi", 1, random.Random(0), kinds=["typo"])
+
+
+def test_datasets_are_deterministic_under_a_seed():
+    first = build_ranking_dataset(30, seed=3)
+    assert first.to_dict() == build_ranking_dataset(30, seed=3).to_dict()
+    assert first.to_dict() != build_ranking_dataset(30, seed=4).to_dict()
+
+
+def test_heldout_set_never_reuses_a_training_source():
+    train = build_ranking_dataset(300, seed=0)
+    heldout = build_ranking_dataset(100, seed=1, exclude_sources=train["src_text"])
+    assert not set(heldout["src_text"]) & set(train["src_text"])
+
+
+def test_sft_rows_from_the_package_builder_carry_the_oracle_scores():
+    ranking = build_ranking_dataset(40, seed=5, group_sizes=(2, 3, 4))
+    rows = build_judge_sft_dataset(ranking)
+    assert len(rows) == 40
+    for row, group in zip(rows, ranking):
+        ids = "ABCD"[: len(group["mt_texts"])]
+        judgment = parse_gqm_output(row["messages"][1]["content"], ids)
+        reference = translate(group["src_text"])
+        assert judgment.ordered_scores(ids) == [oracle_score(t, reference) for t in group["mt_texts"]]
+        assert judgment.analysis.startswith(f"My translation: {reference}\n")
+
+
+def test_analysis_line_counts_each_candidates_errors():
+    analysis = group_analysis("ka mab tapa ri soru", ["talu dranen seka", "talu dran seka psa"])
+    assert analysis.splitlines() == [
+        "My translation: talu dranen seka",
+        "A: no errors",
+        "B: dranen written as dran; extra psa; 2 errors",
+    ]
+
+
+def test_sqm_rows_end_with_the_oracle_score():
+    ranking = build_ranking_dataset(10, seed=6)
+    rows = build_sqm_sft_dataset(ranking)
+    scores = [score for group in ranking for score in group["scores"]]
+    assert [parse_sqm_output(row["messages"][1]["content"]) for row in rows] == scores
+
+
+def test_ranking_dataset_feeds_the_rlvr_builder_and_the_evaluator():
+    from trl_grrm.data.judge_builders import build_judge_rlvr_dataset
+    from trl_grrm.evaluation.ranking import groups_from_dataset
+
+    ranking = build_ranking_dataset(5, seed=7, group_sizes=(3,))
+    rlvr = build_judge_rlvr_dataset(ranking, shuffle_augment=0, subgroup_augment=0)
+    assert [json.loads(truth) for truth in rlvr["ground_truth"]] == [
+        dict(zip("ABC", scores)) for scores in ranking["scores"]
+    ]
+    groups = groups_from_dataset(ranking)
+    assert [g.language_pair for g in groups] == ["Aklan-Berun"] * 5

@@ -1,0 +1,42 @@
+"""A miniature GRRM setting that trains on a CPU in minutes: a synthetic translation task with an oracle
+(:mod:`~trl_grrm.mini.task`), oracle-labelled judge data in the package's ranking-dataset layout
+(:mod:`~trl_grrm.mini.judge_data`), and a tokenizer plus tiny Qwen2 models sized for it (:mod:`~trl_grrm.mini.models`).
+
+Example:
+    >>> from trl_grrm.data.judge_builders import build_judge_sft_dataset
+    >>> ranking = build_ranking_dataset(8, seed=0)
+    >>> rows = build_judge_sft_dataset(ranking)  # GRRM prompts and answers, ready for TRL's SFTTrainer
+    >>> rows[0]["messages"][0]["content"].startswith("Given a source text in Aklan")
+    True
+"""
+
+from .judge_data import build_ranking_dataset, build_sqm_sft_dataset, group_analysis, to_prompt_completion
+from .models import MODEL_SIZES, build_mini_model, build_mini_tokenizer
+from .task import (
+    SOURCE_LANGUAGE,
+    TARGET_LANGUAGE,
+    GrammarSettings,
+    oracle_errors,
+    oracle_score,
+    perturb,
+    sample_source,
+    translate,
+)
+
+__all__ = [
+    "MODEL_SIZES",
+    "SOURCE_LANGUAGE",
+    "TARGET_LANGUAGE",
+    "GrammarSettings",
+    "build_mini_model",
+    "build_mini_tokenizer",
+    "build_ranking_dataset",
+    "build_sqm_sft_dataset",
+    "group_analysis",
+    "oracle_errors",
+    "oracle_score",
+    "perturb",
+    "sample_source",
+    "to_prompt_completion",
+    "translate",
+]

@@ -1,0 +1,193 @@
+"""Judge training and evaluation data for the miniature task, built from the oracle.
+
+A *group* is one Aklan source with 2-4 Berun candidates, each the reference with a known number of errors
+(:func:`trl_grrm.mini.task.perturb`), scored by the oracle. :func:`build_ranking_dataset` writes groups in the
+package's ranking-dataset layout (``src_text``, ``src_lang``, ``trg_lang``, ``mt_texts``, ``scores``, ``analysis``),
+so :func:`trl_grrm.data.judge_builders.build_judge_sft_dataset`,
+:func:`~trl_grrm.data.judge_builders.build_judge_rlvr_dataset` and
+:func:`trl_grrm.evaluation.ranking.groups_from_dataset` read it unchanged.
+
+The analysis is templated. Two styles:
+
+* ``"compare"`` (copy-and-compare): the judge first writes its own translation of the source, then each
+  candidate's differences from it, then the error count. A tiny model copies and compares far more easily than it
+  recalls a dictionary and counts inside attention; it is also the spirit of GRRM's comparative analysis.
+* ``"count"``: only each candidate's error count (the shortest answer).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from datasets import Dataset
+
+from ..formats.gqm import CANDIDATE_IDS
+from ..formats.sqm import build_sqm_prompt, format_sqm_answer
+from .task import (
+    ERROR_KINDS,
+    MAX_COUNTED_ERRORS,
+    SOURCE_LANGUAGE,
+    TARGET_LANGUAGE,
+    GrammarSettings,
+    align,
+    errors_to_score,
+    perturb,
+    sample_source,
+    translate,
+)
+
+ANALYSIS_STYLES = ("compare", "count")
+
+
+def _errors_phrase(count: int) -> str:
+    return "no errors" if count == 0 else ("1 error" if count == 1 else f"{count} errors")
+
+
+def describe_candidate(candidate: str, reference: str, style: str = "compare") -> str:
+    """One candidate's line of analysis against the reference (without its letter).
+
+    Example:
+        >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko")
+        'missing ilk; seko written as seka; 2 errors'
+        >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko", style="count")
+        '2 errors'
+    """
+    if style not in ANALYSIS_STYLES:
+        raise ValueError(f"unknown analysis style {style!r}; choose one of {list(ANALYSIS_STYLES)}")
+    edits = align(candidate, reference)
+    if style == "count" or not edits:
+        return _errors_phrase(len(edits))
+    return "; ".join([*(edit.describe() for edit in edits), _errors_phrase(len(edits))])
+
+
+def group_analysis(source: str, candidates: Sequence[str], style: str = "compare") -> str:
+    """The templated analysis of a group (the part of the answer before the ranking and scores).
+
+    Example:
+        >>> print(group_analysis("ri bero mab tapa ka kiro nalu", ["kwe taluen ilk besk seko", "taluen ilk besk seko"]))
+        My translation: kwe taluen ilk besk seko
+        A: no errors
+        B: missing kwe; 1 error
+    """
+    reference = translate(source)
+    lines = [f"{cid}: {describe_candidate(text, reference, style)}" for cid, text in zip(CANDIDATE_IDS, candidates)]
+    if style == "compare":
+        lines.insert(0, f"My translation: {reference}")
+    return "\n".join(lines)
+
+
+def sample_group(
+    rng: random.Random,
+    group_size: int,
+    max_errors: int = 4,
+    settings: GrammarSettings = GrammarSettings(),
+    source: str | None = None,
+    error_kinds: Sequence[str] = ERROR_KINDS,
+) -> dict[str, Any]:
+    """One group: a source and ``group_size`` candidates whose error counts are drawn uniformly from 0..max_errors.
+
+    Returns ``{"src_text", "mt_texts", "errors", "scores"}``.
+
+    Example:
+        >>> group = sample_group(random.Random(1), 3)
+        >>> len(group["mt_texts"]), group["scores"] == [10 - 2 * e for e in group["errors"]]
+        (3, True)
+    """
+    if not 2 <= group_size <= len(CANDIDATE_IDS):
+        raise ValueError(f"group_size must be 2-{len(CANDIDATE_IDS)}, got {group_size}")
+    if not 0 <= max_errors <= MAX_COUNTED_ERRORS:
+        raise ValueError(f"max_errors must be 0-{MAX_COUNTED_ERRORS}, got {max_errors}")
+    source = source if source is not None else sample_source(rng, settings)
+    reference = translate(source)
+    # Without insertions a candidate cannot have more errors than the reference has words.
+    most = max_errors if "extra" in error_kinds else min(max_errors, len(reference.split()))
+    errors = [rng.randint(0, most) for _ in range(group_size)]
+    texts = [perturb(reference, k, rng, kinds=error_kinds) for k in errors]
+    return {"src_text": source, "mt_texts": texts, "errors": errors, "scores": [errors_to_score(k) for k in errors]}
+
+
+def build_ranking_dataset(
+    num_groups: int,
+    *,
+    seed: int = 0,
+    group_sizes: Sequence[int] = (2, 3, 4),
+    max_errors: int = 4,
+    style: str = "compare",
+    settings: GrammarSettings = GrammarSettings(),
+    exclude_sources: Iterable[str] = (),
+    error_kinds: Sequence[str] = ERROR_KINDS,
+) -> Dataset:
+    """``num_groups`` labelled groups in the package's ranking-dataset layout, with templated analyses.
+
+    Sources in ``exclude_sources`` are never used (pass the training sources to build a held-out set).
+    ``error_kinds`` limits the injected errors (see :data:`trl_grrm.mini.task.ERROR_KINDS`). The same arguments give
+    the same dataset.
+
+    Example:
+        >>> ds = build_ranking_dataset(3, seed=0, group_sizes=(4,))
+        >>> ds.column_names
+        ['src_text', 'src_lang', 'trg_lang', 'mt_texts', 'scores', 'errors', 'analysis']
+        >>> ds[0]["src_lang"], len(ds[0]["mt_texts"])
+        ('Aklan', 4)
+    """
+    if num_groups < 0:
+        raise ValueError(f"num_groups must be >= 0, got {num_groups}")
+    rng = random.Random(seed)
+    excluded = set(exclude_sources)
+    columns: dict[str, list[Any]] = {
+        name: [] for name in ("src_text", "src_lang", "trg_lang", "mt_texts", "scores", "errors", "analysis")
+    }
+    while len(columns["src_text"]) < num_groups:
+        source = sample_source(rng, settings)
+        if source in excluded:
+            continue
+        size = rng.choice(list(group_sizes))
+        group = sample_group(rng, size, max_errors, settings, source=source, error_kinds=error_kinds)
+        for name in ("src_text", "mt_texts", "scores", "errors"):
+            columns[name].append(group[name])
+        columns["src_lang"].append(SOURCE_LANGUAGE)
+        columns["trg_lang"].append(TARGET_LANGUAGE)
+        columns["analysis"].append(group_analysis(source, group["mt_texts"], style))
+    return Dataset.from_dict(columns)
+
+
+def build_sqm_sft_dataset(ranking: Dataset, style: str = "compare") -> Dataset:
+    """Pointwise (SQM) judge SFT conversations: one per candidate of every group, same templated analysis.
+
+    The analysis is the candidate's own line (with ``"My translation: ..."`` first in the ``compare`` style) and the
+    answer ends with the oracle score alone on the last line (:func:`trl_grrm.formats.sqm.format_sqm_answer`).
+
+    Example:
+        >>> ranking = build_ranking_dataset(1, group_sizes=(2,))
+        >>> len(build_sqm_sft_dataset(ranking))
+        2
+    """
+    messages = []
+    for row in ranking:
+        reference = translate(row["src_text"])
+        for text, score in zip(row["mt_texts"], row["scores"]):
+            analysis = describe_candidate(text, reference, style)
+            if style == "compare":
+                analysis = f"My translation: {reference}\n{analysis}"
+            prompt = build_sqm_prompt(row["src_text"], text, row["src_lang"], row["trg_lang"])
+            answer = format_sqm_answer(analysis, score)
+            messages.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+    return Dataset.from_dict({"messages": messages})
+
+
+def to_prompt_completion(conversations: Dataset) -> Dataset:
+    """Split ``messages`` conversations (user turn, assistant turn) into TRL's ``prompt`` / ``completion`` columns,
+    so ``SFTTrainer`` puts the loss on the judge's answer only.
+
+    Example:
+        >>> turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        >>> rows = Dataset.from_dict({"messages": [turns]})
+        >>> to_prompt_completion(rows)[0]["completion"]
+        [{'role': 'assistant', 'content': 'a'}]
+    """
+    return conversations.map(
+        lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+        remove_columns=["messages"],
+    )
