@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..formats.gqm import CANDIDATE_IDS, build_gqm_prompt, format_gqm_answer
 from ..formats.sqm import build_sqm_prompt
-from ..testing.tiny_models import CHATML_TEMPLATE, SPECIAL_TOKENS, build_tiny_qwen2_model
+from ..testing.tiny_models import build_tiny_qwen2_model, train_chat_tokenizer
 from .judge_data import build_ranking_dataset, build_sqm_sft_dataset
 from .task import SOURCE_LANGUAGE, TARGET_LANGUAGE
 
@@ -84,32 +84,9 @@ def build_mini_tokenizer(vocab_size: int = 1000, fuse_template: bool = True, see
         >>> tokenizer.tokenize(" taluen")
         ['Ġtaluen']
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(_corpus(seed), trainer=trainer)
-    if fuse_template:
-        # Longest match wins among added tokens, so a whole candidate header beats the bare closing fence it contains.
-        backend.add_tokens([AddedToken(span, normalized=False, special=False) for span in template_spans()])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        bos_token=None,
-        padding_side="left",
-        model_max_length=1024,
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer
+    # Longest match wins among added tokens, so a whole candidate header beats the bare closing fence it contains.
+    spans = template_spans() if fuse_template else []
+    return train_chat_tokenizer(_corpus(seed), vocab_size, model_max_length=1024, added_tokens=spans)
 
 
 def build_mini_model(

@@ -35,6 +35,43 @@ _CORPUS_LINES = [
 ]
 
 
+def train_chat_tokenizer(lines: list[str], vocab_size: int, model_max_length: int, added_tokens: list[str] = ()):
+    """A byte-level BPE ChatML tokenizer (a ``PreTrainedTokenizerFast``) trained on ``lines``, offline.
+
+    ``added_tokens`` become single tokens (longest match wins among them), e.g. fixed spans of a judge template.
+
+    Example:
+        >>> tokenizer = train_chat_tokenizer(["hello world"] * 4, vocab_size=300, model_max_length=64)
+        >>> tokenizer.eos_token, tokenizer.pad_token
+        ('<|im_end|>', '<|endoftext|>')
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(lines, trainer=trainer)
+    if added_tokens:
+        backend.add_tokens([AddedToken(span, normalized=False, special=False) for span in added_tokens])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        padding_side="left",
+        model_max_length=model_max_length,
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
 def build_tiny_chat_model(
     output_dir: str | Path,
     vocab_size: int = 512,
@@ -52,54 +89,12 @@ def build_tiny_chat_model(
         >>> path = build_tiny_chat_model("/tmp/tiny")  # doctest: +SKIP
         >>> GRPOTrainer(model=str(path), ...)  # doctest: +SKIP
     """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(_CORPUS_LINES * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        bos_token=None,
-        padding_side="left",
-        model_max_length=max_position_embeddings,
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    tokenizer.save_pretrained(output_dir)
-
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=hidden_size // 64,
-        num_key_value_heads=1,
-        head_dim=64,
+    tokenizer = train_chat_tokenizer(_CORPUS_LINES * 4, vocab_size, max_position_embeddings)
+    build_tiny_qwen2_model(
+        tokenizer, output_dir, hidden_size=hidden_size, num_layers=num_layers, seed=seed,
         max_position_embeddings=max_position_embeddings,
-        bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        dtype="float32",
     )
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = config.eos_token_id
-    model.generation_config.pad_token_id = config.pad_token_id
-    model.save_pretrained(output_dir)
+    output_dir = Path(output_dir)
     (output_dir / "TINY_MODEL.json").write_text(json.dumps({"seed": seed, "random_weights": True}))
     return output_dir
 
