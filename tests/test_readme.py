@@ -1,28 +1,27 @@
-"""The README documents every option of the public configs."""
+"""The README stays a one-page entry point: the two set-up commands CI runs, and links that resolve.
 
-import dataclasses
+Every option of the public configs is documented on the docs site (tests/test_docs.py)."""
+
+import re
 from pathlib import Path
 
-import pytest
-
-from trl_grrm.rewards import GroupRelativeRewardConfig
-from trl_grrm.trainers import GSPOConfig
-
-README = (Path(__file__).parents[1] / "README.md").read_text()
-
-
-@pytest.mark.parametrize("config", [GroupRelativeRewardConfig])
-def test_every_reward_option_is_documented(config):
-    missing = [f.name for f in dataclasses.fields(config) if f"`{f.name}`" not in README]
-    assert not missing
-
-
-def test_gspo_options_are_documented():
-    own = {f.name for f in dataclasses.fields(GSPOConfig)} - {f.name for f in dataclasses.fields(GSPOConfig.__mro__[1])}
-    missing = [name for name in own if f"`{name}`" not in README]
-    assert own and not missing
+REPO = Path(__file__).parents[1]
+README = (REPO / "README.md").read_text()
 
 
 def test_readme_has_the_two_setup_commands():
     assert "bash scripts/setup_cpu.sh && .venv/bin/accelerate launch recipes/grpo_mt.py" in README
     assert "bash scripts/setup_cpu.sh && .venv/bin/python -m pytest" in README
+
+
+def test_readme_fits_on_a_page_and_shows_the_start_first():
+    lines = README.splitlines()
+    assert len(lines) <= 150
+    first_screen = "\n".join(lines[:60])
+    for needed in ("scripts/setup_cpu.sh", "GRPOTrainer(", "reward_funcs=[judge]"):
+        assert needed in first_screen
+
+
+def test_readme_links_into_the_docs_resolve():
+    links = re.findall(r"\]\((docs/[^)#]+)", README)
+    assert links and all((REPO / link).is_file() for link in links)
