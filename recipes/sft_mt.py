@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.accelerator.print(f"[sft_mt] {len(dataset)} SFT examples, prompt style {script_args.prompt_style!r}")
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # OUTPUT_DIR/trainer_state.json: every logged metric, step by step
     if trainer.accelerator.is_main_process:
         trainer.create_model_card(model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
                                   dataset_name=script_args.dataset_name, tags=["trl-grrm", "translation", "sft"])

@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, load_module, run_command
+
 DOCS = REPO / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 
@@ -22,14 +21,7 @@ SKIP = re.compile(r"^<!--\s*docs-test:\s*skip\s+(?P<reason>.+?)\s*-->\s*$")
 FENCE = re.compile(r"^```(?P<lang>\w*)\s*$")
 
 
-def _load_hook():
-    spec = importlib.util.spec_from_file_location("docs_options_hook", DOCS / "hooks" / "options.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-options_hook = _load_hook()
+options_hook = load_module(DOCS / "hooks" / "options.py", "docs_options_hook")
 
 
 def python_blocks(text: str) -> list[tuple[int, str, str | None]]:
@@ -81,6 +73,7 @@ MARKERS = [(m.group("target"), bool(m.group("own"))) for page in PAGES
 # Every public config: the dataclasses a user builds to configure trl-grrm, and the recipes' script arguments.
 PUBLIC_CONFIGS = [
     "trl_grrm.rewards.GroupRelativeRewardConfig",
+    "trl_grrm.rewards.PairwiseRewardConfig",
     "trl_grrm.trainers.GSPOConfig",
     "trl_grrm.trainers.JudgeRLVRConfig",
     "trl_grrm.judge_training.RankingRewardConfig",
@@ -140,8 +133,7 @@ def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocstrings_handlers.python", reason="mkdocstrings[python] is not installed")
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
     command = [mkdocs] if mkdocs else [sys.executable, "-m", "mkdocs"]
-    result = subprocess.run([*command, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+    result = run_command([*command, "build", "--strict", "--site-dir", tmp_path / "site"], cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr[-5000:]
     assert (tmp_path / "site" / "api" / "rewards" / "index.html").is_file()
     reward_page = (tmp_path / "site" / "reward-functions" / "index.html").read_text(encoding="utf-8")

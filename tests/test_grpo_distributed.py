@@ -2,31 +2,28 @@
 
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import run_command
 from trl_grrm.formats.mt import completion_text, extract_full
-from trl_grrm.testing.judge_server import JudgeServer, length_score
+from trl_grrm.testing.judge_server import length_score
 
 SCRIPT = Path(__file__).parent / "scripts" / "grpo_with_judge.py"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("num_processes", [1, 2])
-def test_every_completion_gets_its_groups_judgment(num_processes, tiny_model_dir, tmp_path):
+def test_every_completion_gets_its_groups_judgment(num_processes, judge_server, tiny_model_dir, tmp_path):
     output_dir = tmp_path / "run"
-    with JudgeServer() as server:
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={num_processes}",
-                   "--standalone", str(SCRIPT), tiny_model_dir, server.base_url, str(output_dir)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-        num_requests = len(server.requests)
+    # --standalone: torchrun's rendezvous binds port 0 itself, so no port is picked here
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={num_processes}",
+               "--standalone", SCRIPT, tiny_model_dir, judge_server.base_url, output_dir]
+    run_command(command, timeout=900)
+    num_requests = len(judge_server.requests)
 
     audit = [json.loads(line) for line in (output_dir / "judge_audit.jsonl").read_text().splitlines()]
     train = [r for r in audit if r["mode"] == "train"]

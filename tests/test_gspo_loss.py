@@ -145,8 +145,8 @@ def test_off_policy_with_clipping(sft_coef):
     assert torch.all(grad[4][:4] != 0)
     metrics = summarize_gspo_stats(stats)
     assert metrics["gspo/seq_clipped_frac"] == pytest.approx(2 / 4)  # rows 0, 1 of the 4 with tokens
-    assert metrics["gspo/clip_ratio_high"] == pytest.approx(5 / 13)
-    assert metrics["gspo/clip_ratio_low"] == pytest.approx(3 / 13)
+    assert metrics["gspo/clipped_token_frac_high"] == pytest.approx(5 / 13)
+    assert metrics["gspo/clipped_token_frac_low"] == pytest.approx(3 / 13)
     assert metrics["clip_ratio/region_mean"] == pytest.approx(2 / 5)  # TRL counts every row
     expected_ratio = (math.exp(1e-3) + math.exp(-1e-3) + math.exp(5e-4) + math.exp(1e-4)) / 4
     assert metrics["gspo/seq_ratio_mean"] == pytest.approx(expected_ratio, rel=1e-12)
@@ -201,7 +201,7 @@ def test_sft_term_only_counts_positive_sequences():
     expected = 1.5 * -sum(lp[0]) / 5  # row 3 (A=2) has no tokens, so only row 0 counts
     assert (loss_with - loss_without).item() == pytest.approx(expected, rel=1e-12)
     assert stats["num_pos_seqs"].item() == 1
-    assert summarize_gspo_stats(stats)["gspo/sft_loss"] == pytest.approx(expected, rel=1e-12)
+    assert summarize_gspo_stats(stats)["gspo/pos_adv_nll"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_no_positive_sequence_gives_zero_sft_and_nan_metric():
@@ -209,7 +209,7 @@ def test_no_positive_sequence_gives_zero_sft_and_nan_metric():
     mask = torch.ones_like(logps)
     loss, stats = gspo_loss(logps, None, -torch.ones(logps.size(0), dtype=torch.float64), mask, sft_coef=0.1)
     assert loss.item() == pytest.approx(1.0)  # on-policy ratio 1: -min(-1, -1) per token
-    assert math.isnan(summarize_gspo_stats(stats)["gspo/sft_loss"])
+    assert math.isnan(summarize_gspo_stats(stats)["gspo/pos_adv_nll"])
 
 
 def test_per_token_advantages_shape():
@@ -260,7 +260,7 @@ def test_sft_num_seqs_sets_the_divisor_of_the_summed_nll():
     for divisor in (0.5, 4.0, torch.tensor(2.0)):
         loss, stats = gspo_loss(lp, None, adv, mask, sft_coef=1.0, sft_num_seqs=divisor)
         assert (loss - base).item() == pytest.approx(nll / float(divisor), rel=1e-12)
-        assert summarize_gspo_stats(stats)["gspo/sft_loss"] == pytest.approx(nll)  # the metric stays per sequence
+        assert summarize_gspo_stats(stats)["gspo/pos_adv_nll"] == pytest.approx(nll)  # the metric stays per sequence
     # A window without positive sequences: divisor 0 and a zero sum give no NLL term, not NaN.
     loss, _ = gspo_loss(lp, None, -adv.abs(), mask, sft_coef=1.0, sft_num_seqs=0.0)
     assert math.isfinite(loss.item())

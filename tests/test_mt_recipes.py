@@ -6,18 +6,17 @@ All runs share one cache folder (TRL_GRRM_CACHE_DIR), so the tiny demo policy is
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import os
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, run_command, run_with_fresh_port
+
 RECIPE = REPO / "recipes" / "grpo_mt.py"
 CPU_CONFIG = REPO / "recipes" / "configs" / "grpo_mt_cpu_test.yaml"
 CPU_ZERO3 = REPO / "accelerate_configs" / "cpu_zero3.yaml"
@@ -30,32 +29,17 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("trl_grrm_cache")
 
 
-def run(command: list[str], cwd: Path, cache_dir: Path, timeout: int = 600) -> str:
-    env = {
-        **os.environ,
-        "TRL_GRRM_CACHE_DIR": str(cache_dir),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-8000:]
-    return output
+def run(command: list[str] | Callable[[int], list[str]], cwd: Path, cache_dir: Path, timeout: int = 600) -> str:
+    """Run a recipe; ``command`` may be a function of a free port, for launchers that need one."""
+    kwargs = dict(cwd=cwd, env={"TRL_GRRM_CACHE_DIR": str(cache_dir)}, timeout=timeout)
+    result = run_with_fresh_port(command, **kwargs) if callable(command) else run_command(command, **kwargs)
+    return result.stdout + result.stderr
 
 
-def logged_metrics(output: str) -> list[dict]:
-    """The per-step metric dicts the Trainer printed (``{'loss': ..., ...}``)."""
-    logs = []
-    for line in output.splitlines():
-        start = line.find("{'loss'")
-        if start < 0:
-            continue
-        end = line.find("}", start)
-        entry = ast.literal_eval(line[start : end + 1])
-        logs.append({k: (float(v) if isinstance(v, str) else v) for k, v in entry.items()})
-    return logs
+def logged_metrics(output_dir: Path) -> list[dict]:
+    """The per-step metric dicts the Trainer logged, from OUTPUT_DIR/trainer_state.json (``log_history``)."""
+    state = json.loads((output_dir / "trainer_state.json").read_text(encoding="utf-8"))
+    return [entry for entry in state["log_history"] if "loss" in entry]
 
 
 def check_run(output: str, output_dir: Path, steps: int, *, generations: int | None = None,
@@ -71,7 +55,7 @@ def check_run(output: str, output_dir: Path, steps: int, *, generations: int | N
     assert len(completions) == steps
     audit = [json.loads(line) for line in (output_dir / "judge_audit.jsonl").read_text(encoding="utf-8").splitlines()]
     assert audit
-    logs = logged_metrics(output)
+    logs = logged_metrics(output_dir)
     assert len(logs) == steps
     assert all(math.isfinite(entry["loss"]) for entry in logs)
     judged_steps = [entry for entry in logs if "grrm_judge/groups" in entry]
@@ -132,10 +116,11 @@ def test_embedded_default_accelerate_launch(tmp_path, cache_dir):
 
 def launch_2_processes(extra: list[str], tmp_path: Path, cache_dir: Path) -> tuple[str, Path]:
     output_dir = tmp_path / "out"
-    command = [
-        "accelerate", "launch", "--config_file", str(CPU_ZERO3), "--num_processes", "2", str(RECIPE),
-        "--config", str(CPU_CONFIG), "--output_dir", str(output_dir), *extra,
-    ]
+    def command(port: int) -> list[str]:
+        return ["accelerate", "launch", "--config_file", str(CPU_ZERO3), "--num_processes", "2",
+                "--main_process_port", str(port), str(RECIPE), "--config", str(CPU_CONFIG),
+                "--output_dir", str(output_dir), *extra]  # fmt: skip
+
     return run(command, cwd=REPO, cache_dir=cache_dir), output_dir
 
 
@@ -203,4 +188,4 @@ def test_sft_recipe(tmp_path, cache_dir, tiny_model_dir):
     )
     assert "[sft_mt] 16 SFT examples" in output
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
-    assert len(logged_metrics(output)) == 3
+    assert len(logged_metrics(output_dir)) == 3

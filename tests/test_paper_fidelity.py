@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from trl_grrm import GroupRelativeRewardConfig, GroupRelativeRewardFunction
+from conftest import REPO, load_recipe, run_command, run_with_fresh_port
 from trl_grrm.testing.judge_server import JudgeServer
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # -- unjudged groups under the paper preset ---------------------------------------------------------------------
@@ -100,17 +100,6 @@ TABLE_START, TABLE_END = "<!-- fidelity-table:start -->", "<!-- fidelity-table:e
 CONFIGS = REPO / "recipes" / "configs"
 
 
-def _load_recipe(name: str):
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _chat_template(path: str | None) -> str:
     """What a chat template does with a single user turn, rendered with jinja2 (the engine transformers uses)."""
     if path is None:
@@ -128,18 +117,18 @@ def parsed_paper_configs() -> dict:
     """Every paper config, parsed by its recipe's own parser (plus the DeepSpeed file and eval-mt's preset)."""
     from trl_grrm.evaluation import mt as eval_mt
 
-    grpo = _load_recipe("grpo_mt")
+    grpo = load_recipe("grpo_mt")
     grpo_args = grpo.parse_args(["--config", str(CONFIGS / "grpo_mt_paper_16xa100.yaml"), "--output_dir", "unused"])
     grpo_raw = yaml.safe_load((CONFIGS / "grpo_mt_paper_16xa100.yaml").read_text())
     accelerate = yaml.safe_load((REPO / grpo_raw["accelerate_config"]).read_text())
     deepspeed = json.loads((REPO / accelerate["deepspeed_config"]["deepspeed_config_file"]).read_text())
     cpu = ["--use_cpu", "true"]  # only so that the configs parse on a machine without a GPU
-    sft_mt = _load_recipe("sft_mt").make_parser().parse_args_and_config(
+    sft_mt = load_recipe("sft_mt").make_parser().parse_args_and_config(
         ["--config", str(CONFIGS / "sft_mt.yaml")] + cpu)
     sft_mt_raw = yaml.safe_load((CONFIGS / "sft_mt.yaml").read_text())
-    sft_grrm = _load_recipe("sft_grrm").make_parser().parse_args_and_config(
+    sft_grrm = load_recipe("sft_grrm").make_parser().parse_args_and_config(
         ["--config", str(CONFIGS / "sft_grrm_full.yaml")] + cpu)
-    rlvr = _load_recipe("rlvr_grrm").make_parser().parse_args_and_config(
+    rlvr = load_recipe("rlvr_grrm").make_parser().parse_args_and_config(
         ["--config", str(CONFIGS / "rlvr_grrm_full.yaml")] + cpu)
     return {
         "grpo": grpo_args, "grpo_raw": grpo_raw, "deepspeed": deepspeed,
@@ -322,11 +311,10 @@ if __name__ == "__main__":
 # -- master weights: the DeepSpeed switch -------------------------------------------------------------------------
 
 _ONE_ZERO3_STEP = r"""
-import json, os, socket, sys
+import json, os, sys
 import torch, deepspeed
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+# MASTER_PORT comes from the caller (tests/conftest.py run_with_fresh_port)
+os.environ.update(MASTER_ADDR="127.0.0.1", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
 deepspeed.init_distributed(dist_backend="gloo")
 for path in sys.argv[1:]:
     config = json.load(open(path))
@@ -347,11 +335,10 @@ for path in sys.argv[1:]:
 
 
 def _zero3_step_dtypes(config_files: list[Path], tmp_path: Path) -> list[dict]:
-    import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", _ONE_ZERO3_STEP, *map(str, config_files)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = run_with_fresh_port(lambda port: [sys.executable, "-c", _ONE_ZERO3_STEP, *config_files],
+                                 port_env="MASTER_PORT", cwd=tmp_path, check=False)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.returncode == 0 and len(lines) == len(config_files), result.stdout[-3000:] + result.stderr[-3000:]
     return [json.loads(line[len("RESULT "):]) for line in lines]
@@ -472,7 +459,6 @@ def test_llm_judge_scores_against_the_reference():
 def test_sft_saves_the_chatml_template_with_the_model(tmp_path, tiny_model_dir):
     # recipes/sft_mt.py with the paper config (shrunk to a CPU step): the saved tokenizer renders prompts with no
     # system turn, so GRPO, which renders with the checkpoint's own template, sees what SFT trained on.
-    import subprocess
     import sys
 
     from transformers import AutoTokenizer
@@ -502,8 +488,7 @@ def test_sft_saves_the_chatml_template_with_the_model(tmp_path, tiny_model_dir):
                "--expected_num_processes", "1", "--max_steps", "1", "--per_device_train_batch_size", "2",
                "--gradient_accumulation_steps", "1", "--bf16", "false", "--dtype", "float32",
                "--gradient_checkpointing", "false", "--save_strategy", "no", "--logging_steps", "1"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_command(command, cwd=REPO)
     saved = AutoTokenizer.from_pretrained(output_dir)
     assert saved.chat_template == (REPO / "recipes" / "configs" / "chatml.jinja").read_text()
     rendered = saved.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,

@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, load_recipe
+
 CONFIGS = REPO / "recipes" / "configs"
 GRPO_CONFIGS = sorted(CONFIGS.glob("grpo_mt*.yaml"))
 GPU_GRPO_CONFIGS = [p for p in GRPO_CONFIGS if "cpu" not in p.name]
 PAPER = CONFIGS / "grpo_mt_paper_16xa100.yaml"
 
 
-def _load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def grpo_recipe():
-    return _load_recipe("grpo_mt")
+    return load_recipe("grpo_mt")
 
 
 @pytest.fixture(scope="module")
 def sft_recipe():
-    return _load_recipe("sft_mt")
+    return load_recipe("sft_mt")
 
 
 def _yaml(path: Path) -> dict:
@@ -232,7 +223,7 @@ def test_embedded_defaults_without_config(grpo_recipe):
 
 @pytest.mark.parametrize("name", ["rlvr_grrm_full.yaml", "rlvr_grrm_lora.yaml"])
 def test_rlvr_configs_use_the_official_optimiser_and_no_vllm_correction(name):
-    rlvr = _load_recipe("rlvr_grrm")
+    rlvr = load_recipe("rlvr_grrm")
     _, args, _ = rlvr.make_parser().parse_args_and_config(["--config", str(CONFIGS / name), "--use_cpu", "true"])
     assert args.weight_decay == 0.01
     assert args.vllm_importance_sampling_correction is False

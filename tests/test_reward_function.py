@@ -2,15 +2,15 @@
 
 import json
 import pickle
-import socket
 import threading
-import time
 
 import pytest
 
 from trl_grrm import GroupRelativeRewardConfig, GroupRelativeRewardFunction
 from trl_grrm.formats.gqm import parse_gqm_prompt
 from trl_grrm.testing.judge_server import JudgeServer, length_score
+
+from conftest import dead_url
 
 
 @pytest.fixture
@@ -122,25 +122,18 @@ def test_prompt_limit_with_a_local_tokenizer(server, tiny_model_dir):
     assert len(server.requests) == 1  # the long prompt never reached the server
 
 
-def _dead_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-
-
 def test_server_down_falls_back_without_hanging():
-    reward = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=_dead_url(), extractor="full",
+    reward = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=dead_url(), extractor="full",
                                          num_generations=2, max_request_retries=1, unjudged_reward=-0.3,
                                          request_backoff_seconds=0.01)
-    started = time.perf_counter()
     rewards, metrics = call(reward, [["a", "b"]])
     assert rewards == [-0.3, -0.3]
     assert metrics["grrm_judge/unjudged/judge_unavailable"] == 1
-    assert time.perf_counter() - started < 30
+    assert metrics["grrm_judge/request_retries"] == 1  # bounded: exactly max_request_retries, then the fallback
 
 
 def test_server_down_can_raise():
-    reward = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=_dead_url(), extractor="full",
+    reward = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=dead_url(), extractor="full",
                                          num_generations=2, max_request_retries=0, on_judge_unavailable="raise")
     with pytest.raises(RuntimeError, match="judge engine unavailable"):
         call(reward, [["a", "b"]])
@@ -149,7 +142,7 @@ def test_server_down_can_raise():
 def test_several_base_urls_share_the_load_and_cover_a_dead_one(tmp_path):
     with JudgeServer() as first, JudgeServer() as second:
         reward = GroupRelativeRewardFunction(
-            judge_model="judge", backend="openai", base_url=[first.base_url, _dead_url(), second.base_url],
+            judge_model="judge", backend="openai", base_url=[first.base_url, dead_url(), second.base_url],
             extractor="full", num_generations=2, max_request_retries=2, request_backoff_seconds=0.01,
         )
         groups = [[f"a{i}", f"bb{i}"] for i in range(9)]
@@ -159,25 +152,31 @@ def test_several_base_urls_share_the_load_and_cover_a_dead_one(tmp_path):
     assert len(first.requests) + len(second.requests) == 9
 
 
-def test_requests_are_concurrent(server):
-    server.delay_s = 0.3
-    active, peak, lock = [0], [0], threading.Lock()
+def test_requests_are_concurrent_up_to_max_concurrency(server):
+    # The server counts the judge calls in flight. Each call waits (bounded) until `limit` calls are in flight at
+    # once: a client that sent one request at a time would leave the peak at 1, one that ignored the limit would
+    # push it above `limit`. No sleeps and no wall-clock assertion.
+    limit, groups = 3, [[f"a{i}", f"bb{i}"] for i in range(6)]  # 6 requests: two full waves of 3
+    in_flight, peak, changed = [0], [0], threading.Condition()
     judge = server.judge
 
-    def tracking_judge(prompt, temperature):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
+    def counting_judge(prompt, temperature):
+        with changed:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            changed.notify_all()
+            changed.wait_for(lambda: in_flight[0] >= limit, timeout=10)
         try:
-            time.sleep(0.3)
             return judge(prompt, temperature)
         finally:
-            with lock:
-                active[0] -= 1
+            with changed:
+                in_flight[0] -= 1
 
-    server.judge = tracking_judge
-    call(make(server, num_generations=2), [[f"a{i}", f"bb{i}"] for i in range(6)])
-    assert peak[0] > 1
+    server.judge = counting_judge
+    rewards, metrics = call(make(server, num_generations=2, max_concurrency=limit), groups)
+    assert peak[0] == limit
+    assert None not in rewards and metrics["grrm_judge/unjudged_groups"] == 0
+    assert len(server.requests) == len(groups)
 
 
 def test_shuffled_candidates_map_back_to_the_right_completion(server):

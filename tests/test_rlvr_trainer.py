@@ -4,10 +4,8 @@ shipped recipe config through its recipe's parser."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +15,11 @@ import torch
 import yaml
 from datasets import Dataset
 
+from conftest import REPO, load_recipe, run_command
 from trl_grrm.data import build_judge_rlvr_dataset, build_judge_sft_dataset
 from trl_grrm.judge_training import RankingReward, RankingRewardConfig, ranking_reward
 from trl_grrm.trainers import GSPOConfig, JudgeRLVRConfig, JudgeRLVRTrainer
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*grrm*.yaml"))
 
 # A tiny ranking dataset. The "Hi." group appears twice with slightly different labels (annotation noise), so the
@@ -38,17 +36,6 @@ RANKING = {
 REWARD_KEYS = [
     "rewards/grrm_ranking_reward/mean", "grrm_ranking_reward/valid_rate", "grrm_ranking_reward/invalid/bad_scores"
 ]
-
-
-def load_recipe(name: str):
-    """Import recipes/<name>.py (not a package) as a module."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
 
 
 def prompt_completion(conversations: Dataset) -> Dataset:
@@ -259,11 +246,7 @@ def test_rlvr_recipe_builds_augmented_prompts_and_drops_long_ones(tiny_model_dir
 def run_recipe(name: str, config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, str(REPO / "recipes" / f"{name}.py"), "--config", str(path)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return proc
+    return run_command([sys.executable, REPO / "recipes" / f"{name}.py", "--config", path], cwd=tmp_path)
 
 
 @pytest.mark.slow

@@ -2,12 +2,13 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from conftest import run_with_fresh_port
 
 from trl_grrm.vllm_cpu import (
     CpuGemmCapabilities,
@@ -137,9 +138,7 @@ def run_reload(tiny_model_dir: str, tmp_path: Path, *flags: str) -> dict:
     result_path = tmp_path / "reload.json"
     cmd = [sys.executable, str(REPO / "tests" / "scripts" / "vllm_colocate_reload.py"), "--model", tiny_model_dir,
            "--result", str(result_path), *flags]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    run_with_fresh_port(lambda port: cmd, port_env="MASTER_PORT", cwd=tmp_path)
     return json.loads(result_path.read_text())
 
 

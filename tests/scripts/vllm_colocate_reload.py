@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import traceback
 from types import SimpleNamespace
 
@@ -46,11 +45,12 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # What TRL's colocate mode sets before building the engine.
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from trl_grrm.testing.ports import free_port
+
+    # What TRL's colocate mode sets before building the engine. A launcher that retries on a port clash passes
+    # MASTER_PORT (tests/conftest.py run_with_fresh_port); otherwise take one that is free now.
+    port = os.environ.get("MASTER_PORT") or str(free_port())
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     if not cli.no_hook:
         from trl_grrm.vllm_cpu import prepare_vllm_colocate
 

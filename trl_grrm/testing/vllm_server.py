@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,13 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from .ports import free_port, port_clash_in
+
+__all__ = ["VLLMServerError", "free_port", "start_vllm_server", "vllm_server_command"]
+
 
 class VLLMServerError(RuntimeError):
     """The vLLM server did not come up (it exited, or did not answer in time). The message ends with its log tail."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def log_tail(path: str | Path, max_chars: int = 4000) -> str:
@@ -45,6 +41,14 @@ def log_tail(path: str | Path, max_chars: int = 4000) -> str:
     except OSError:
         return ""
     return text[-max_chars:]
+
+
+def _log_since(path: Path, offset: int) -> str:
+    """What was written to a log file after byte ``offset`` (this start's output, not an earlier attempt's)."""
+    with contextlib.suppress(OSError), open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode("utf-8", errors="replace")
+    return ""
 
 
 def _models_listed(base_url: str, served_model_name: str, timeout: float = 2.0) -> bool:
@@ -113,17 +117,17 @@ def start_vllm_server(
     env: Mapping[str, str] | None = None,
     log_path: str | Path | None = None,
     stop_grace_s: float = 20.0,
+    port_attempts: int = 3,
 ) -> Iterator[str]:
     """Run a vLLM OpenAI-compatible server on ``model_dir`` and yield its base URL (``http://host:port/v1``).
 
-    ``port=None`` picks a free port. The server gets ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB) and ``HF_HUB_OFFLINE=1``
-    unless the environment (or ``env``) sets them. Its stdout and stderr go to ``log_path`` (default: a temporary
-    file, removed afterwards). Raises :class:`VLLMServerError`, carrying the log tail, when the server exits early or
-    ``/v1/models`` does not list ``served_model_name`` within ``timeout_s``. The server's whole process group is
-    terminated when the block exits, however it exits.
+    ``port=None`` picks a free port, and starts again on a fresh one (at most ``port_attempts`` starts) when the
+    server exits because another process took that port first. The server gets ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB)
+    and ``HF_HUB_OFFLINE=1`` unless the environment (or ``env``) sets them. Its stdout and stderr go to ``log_path``
+    (default: a temporary file, removed afterwards). Raises :class:`VLLMServerError`, carrying the log tail, when the
+    server exits early or ``/v1/models`` does not list ``served_model_name`` within ``timeout_s``. The server's whole
+    process group is terminated when the block exits, however it exits.
     """
-    port = free_port(host) if port is None else port
-    base_url = f"http://{host}:{port}/v1"
     child_env = dict(os.environ)
     child_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     child_env.setdefault("HF_HUB_OFFLINE", "1")
@@ -134,30 +138,42 @@ def start_vllm_server(
         os.close(handle)
         log_path = log_name
     log_path = Path(log_path)
-    command = vllm_server_command(
-        model_dir, served_model_name, port, host=host, dtype=dtype, max_model_len=max_model_len,
-        enforce_eager=enforce_eager, extra_args=extra_args,
-    )
+    # `vllm serve` cannot bind port 0 and report it, so a port picked here may be taken before the server binds it:
+    # then start again on a fresh port (only when the caller left the port to us).
+    attempts = 1 if port is not None else port_attempts
     process: subprocess.Popen | None = None
     try:
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
-                start_new_session=True,  # its own process group, so stopping it reaches engine core and workers
+        for attempt in range(1, attempts + 1):
+            server_port = port if port is not None else free_port(host)
+            base_url = f"http://{host}:{server_port}/v1"
+            command = vllm_server_command(
+                model_dir, served_model_name, server_port, host=host, dtype=dtype, max_model_len=max_model_len,
+                enforce_eager=enforce_eager, extra_args=extra_args,
             )
-        deadline = time.monotonic() + timeout_s
-        while not _models_listed(base_url, served_model_name):
-            if process.poll() is not None:
-                raise VLLMServerError(
-                    f"vLLM server exited with code {process.returncode} before serving {served_model_name!r} "
-                    f"({' '.join(command)}). Log tail:\n{log_tail(log_path)}"
+            log_start = log_path.stat().st_size if log_path.exists() else 0
+            with open(log_path, "ab") as log:
+                process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
+                    start_new_session=True,  # its own process group, so stopping it reaches engine core and workers
                 )
-            if time.monotonic() > deadline:
-                raise VLLMServerError(
-                    f"vLLM server did not list {served_model_name!r} at {base_url}/models within {timeout_s:.0f} s "
-                    f"({' '.join(command)}). Log tail:\n{log_tail(log_path)}"
-                )
-            time.sleep(0.5)
+            deadline = time.monotonic() + timeout_s
+            while not _models_listed(base_url, served_model_name):
+                if process.poll() is not None:
+                    if attempt < attempts and port_clash_in(_log_since(log_path, log_start)):
+                        _stop_process_group(process, stop_grace_s)
+                        break
+                    raise VLLMServerError(
+                        f"vLLM server exited with code {process.returncode} before serving {served_model_name!r} "
+                        f"({' '.join(command)}). Log tail:\n{log_tail(log_path)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise VLLMServerError(
+                        f"vLLM server did not list {served_model_name!r} at {base_url}/models within "
+                        f"{timeout_s:.0f} s ({' '.join(command)}). Log tail:\n{log_tail(log_path)}"
+                    )
+                time.sleep(0.5)
+            else:
+                break
         yield base_url
     finally:
         if process is not None:

@@ -222,7 +222,7 @@ def summarize_gspo_stats(
     sequence level they are shares of rows, at token level shares of tokens.
 
     Example:
-        >>> summarize_gspo_stats({k: 1.0 for k in STAT_KEYS})["gspo/clip_ratio_low"]
+        >>> summarize_gspo_stats({k: 1.0 for k in STAT_KEYS})["gspo/clipped_token_frac_low"]
         1.0
     """
 
@@ -236,12 +236,12 @@ def summarize_gspo_stats(
     tokens, seqs, rows = value("num_tokens"), value("num_seqs"), value("num_rows")
     low_tok, high_tok = value("clipped_low_tokens"), value("clipped_high_tokens")
     metrics = {
-        "gspo/clip_ratio_low": ratio(low_tok, tokens),
-        "gspo/clip_ratio_high": ratio(high_tok, tokens),
+        "gspo/clipped_token_frac_low": ratio(low_tok, tokens),
+        "gspo/clipped_token_frac_high": ratio(high_tok, tokens),
         "gspo/seq_ratio_mean": ratio(value("seq_ratio_sum"), seqs),
         "gspo/seq_clipped_frac": ratio(value("clipped_seqs"), seqs),
         "gspo/policy_loss": ratio(value("policy_loss_sum"), rows),
-        "gspo/sft_loss": ratio(value("sft_loss_sum"), value("num_pos_seqs")),
+        "gspo/pos_adv_nll": ratio(value("sft_loss_sum"), value("num_pos_seqs")),
         "gspo/log_ratio_capped_frac": ratio(value("capped_seqs"), seqs),
     }
     if importance_sampling_level == "sequence":

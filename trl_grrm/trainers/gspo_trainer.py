@@ -34,10 +34,11 @@ class GSPOTrainer(GRPOTrainer):
     set ``steps_per_generation`` larger than ``gradient_accumulation_steps`` (the paper takes 4 optimiser steps per
     rollout batch) or use vLLM.
 
-    Logged metrics (``trainer.state.log_history``): ``gspo/clip_ratio_low``, ``gspo/clip_ratio_high`` (token
-    shares), ``gspo/seq_ratio_mean``, ``gspo/seq_clipped_frac``, ``gspo/log_ratio_capped_frac``,
-    ``gspo/policy_loss``, ``gspo/sft_loss`` and TRL's
-    ``clip_ratio/{low,high,region}_mean``, ``entropy`` and (``beta > 0``) ``kl``.
+    Logged metrics (``trainer.state.log_history``): ``gspo/clipped_token_frac_low``, ``gspo/clipped_token_frac_high``
+    (shares of tokens, unlike TRL's per-sequence ``clip_ratio/*``), ``gspo/seq_ratio_mean``, ``gspo/seq_clipped_frac``,
+    ``gspo/log_ratio_capped_frac``, ``gspo/policy_loss``, ``gspo/pos_adv_nll`` (the advantage-weighted NLL of the
+    positive-advantage sequences) and TRL's ``clip_ratio/{low,high,region}_mean``, ``entropy`` and (``beta > 0``)
+    ``kl``.
 
     Example:
         >>> from datasets import Dataset
