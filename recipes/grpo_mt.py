@@ -127,6 +127,20 @@ class MTScriptArguments(ScriptArguments):
         metadata={"help": "OpenAI-compatible base URL(s) of the judge, e.g. http://judge-host:8001/v1; requests are "
                   "spread over several."},
     )
+    judge_type: str = field(
+        default="grrm",
+        metadata={"help": "'grrm': the group-wise GRRM judge (GroupRelativeRewardFunction); 'pairwise': a GRAM-style "
+                  "pairwise judge (PairwiseRewardFunction, see pairwise_scheme / pairwise_judge; judge_preset does "
+                  "not apply, judge_kwargs take PairwiseRewardConfig fields)."},
+    )
+    pairwise_scheme: str = field(
+        default="round_robin",
+        metadata={"help": "judge_type=pairwise: round_robin, bradley_terry or reference (each completion against "
+                  "the group's first distinct translation)."},
+    )
+    pairwise_judge: str = field(
+        default="gram", metadata={"help": "judge_type=pairwise: gram (verdict log-probabilities) or gram_r2."}
+    )
     judge_preset: str = field(
         default="paper",
         metadata={"help": "'paper': GroupRelativeRewardConfig.grrm_paper() (scores x0.01, -0.04 for invalid "
@@ -184,6 +198,8 @@ class MTScriptArguments(ScriptArguments):
             raise ValueError(f"trainer must be 'gspo' or 'grpo', got {self.trainer!r}")
         if self.judge_backend is not None and self.judge_backend not in JUDGE_BACKENDS:
             raise ValueError(f"judge_backend must be one of {JUDGE_BACKENDS}, got {self.judge_backend!r}")
+        if self.judge_type not in ("grrm", "pairwise"):
+            raise ValueError(f"judge_type must be 'grrm' or 'pairwise', got {self.judge_type!r}")
         if self.judge_preset not in ("paper", "default"):
             raise ValueError(f"judge_preset must be 'paper' or 'default', got {self.judge_preset!r}")
         if isinstance(self.judge_base_url, str):
@@ -438,6 +454,22 @@ def _stand_in_server_class():
             analysis = f"Stand-in judge ({basis})."
             return format_gqm_answer(analysis, scores)
 
+        def gram_verdict_logprobs(self, prompt: str) -> dict[str, float]:
+            """Pairwise (GRAM) prompts: P("A") = sigmoid((chrF(A) - chrF(B)) / 10) against the reference of the
+            source the question contains (0.5 when none is known)."""
+            import math
+
+            from trl_grrm.formats.gram import parse_gram_prompt
+
+            parsed = parse_gram_prompt(prompt)
+            reference = next((ref for (src, language), ref in self.references.items()
+                              if src in parsed.question and language in parsed.question), None)
+            margin = 0.0 if reference is None else (
+                self._chrf.sentence_score(parsed.response_a, [reference]).score
+                - self._chrf.sentence_score(parsed.response_b, [reference]).score
+            ) / 10
+            return {"A": -math.log1p(math.exp(-margin)), "B": -math.log1p(math.exp(margin))}
+
     return ReferenceStandInJudge
 
 
@@ -491,6 +523,13 @@ def reward_config(script_args: MTScriptArguments, training_args: GRPOConfig, bas
         "vllm_max_model_len": script_args.judge_vllm_max_model_len,
     }
     settings.update({key: value for key, value in optional.items() if value is not None})
+    if script_args.judge_type == "pairwise":
+        from trl_grrm.rewards import PairwiseRewardConfig
+
+        settings["extractor"] = style_extractor
+        settings.update(judge_type=script_args.pairwise_judge, pairwise_scheme=script_args.pairwise_scheme)
+        settings.update(script_args.judge_kwargs or {})
+        return PairwiseRewardConfig(judge_model=judge_model or "gram", name="pairwise_judge", **settings)
     settings.update(script_args.judge_kwargs or {})
     if script_args.judge_preset == "paper":
         return GroupRelativeRewardConfig.grrm_paper(judge_model=judge_model, **settings)
@@ -562,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from trl_grrm.rewards import GroupRelativeRewardFunction
+    from trl_grrm.rewards import GroupRelativeRewardFunction, PairwiseRewardFunction
     from trl_grrm.trainers import GSPOTrainer
     from trl_grrm.vllm_cpu import prepare_vllm_colocate
 
@@ -615,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     if script_args.judge_backend != "standin":
         log(f"[grpo_mt] judge: {judge_config.judge_model} via {judge_config.backend}"
             + (f" at {', '.join(base_url)}" if base_url else "") + f" (preset {script_args.judge_preset})")
-    reward = GroupRelativeRewardFunction(judge_config)
+    reward_class = PairwiseRewardFunction if script_args.judge_type == "pairwise" else GroupRelativeRewardFunction
+    reward = reward_class(judge_config)
 
     trainer_class = GSPOTrainer if script_args.trainer == "gspo" else GRPOTrainer
     prepare_vllm_colocate(training_args)  # GSPOTrainer does this itself; plain GRPOTrainer does not
@@ -630,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model(training_args.output_dir)
+        trainer.save_state()  # OUTPUT_DIR/trainer_state.json: every logged metric, step by step
         card = None
         if trainer.accelerator.is_main_process:
             card = write_model_card(trainer, script_args, judge_config, model_args.model_name_or_path,

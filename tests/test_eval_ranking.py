@@ -118,7 +118,8 @@ def test_gqm_judge_exact_accuracy_with_permutations(ranking_file, server, tmp_pa
                 cid: len(text) % 11 for cid, text in zip(ids, shown)}  # fmt: skip
             # scores come back in the stored order whatever the order shown
             assert evaluation["scores"] == [len(text) % 11 for text in row["mt_texts"]]
-    assert result["args"]["permutations"] == 3 and result["judge"] == {"name": "gqm", "ranking_mismatch": "count"}
+    assert result["args"]["permutations"] == 3 and result["judge"] == {
+        "name": "gqm", "ranking_mismatch": "count", "max_candidates_per_call": 4, "subgroup_coverage": 2}
 
     assert_png(out.with_suffix(".png"))
     printed = capsys.readouterr().out
@@ -261,7 +262,8 @@ def test_permutation_orders_are_seeded_and_distinct_while_possible():
     assert orders[0] == [0, 1, 2] and len({tuple(o) for o in orders}) == 6  # all 3! orders
     assert permutation_orders(3, 4, random.Random(5)) == permutation_orders(3, 4, random.Random(5))
     assert permutation_orders(2, 4, random.Random(0))[:2] == [[0, 1], [1, 0]]
-    assert GQMJudge().max_candidates == 26
+    assert GQMJudge(max_candidates_per_call=None).max_candidates == 26
+    assert GQMJudge().max_candidates is None  # larger groups go to subgroups
 
 
 # -- the SQM format ---------------------------------------------------------------------------------------------

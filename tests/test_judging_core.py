@@ -234,10 +234,10 @@ def test_rank_judges_many_groups_in_one_call_and_returns_scores_ranking_and_winn
 
 def test_rank_with_a_shuffle_seed_shows_other_orders_but_scores_the_input_order():
     engine = ScriptedEngine(length_gqm)
-    candidates = ["a", "bb", "ccc", "dddd", "eeeee"]
+    candidates = ["a", "bb", "ccc", "dddd"]  # one call (groups above 4 go to subgroups, tests/test_gqm_subgroups.py)
     [result] = rank(GQMJudge(), engine, "Src.", candidates, source_language="en", target_language="de", shuffle_seed=4)
     assert parse_gqm_prompt(engine.prompts[0]).candidates != candidates
-    assert result.scores == [1, 2, 3, 4, 5] and result.winner == 4
+    assert result.scores == [1, 2, 3, 4] and result.winner == 3
 
 
 def test_best_of_n_returns_the_winner_or_none_when_the_judge_gave_no_scores():
@@ -251,7 +251,8 @@ def test_best_of_n_returns_the_winner_or_none_when_the_judge_gave_no_scores():
 
 def test_rank_refuses_groups_the_format_cannot_take():
     with pytest.raises(ValueError, match="group 0 has 27 candidates; the gqm judge takes at most 26"):
-        rank(GQMJudge(), ScriptedEngine(length_gqm), "s", [str(i) for i in range(27)], source_language="en",
+        rank(GQMJudge(max_candidates_per_call=None), ScriptedEngine(length_gqm), "s", [str(i) for i in range(27)],
+             source_language="en",
              target_language="de")
     with pytest.raises(ValueError, match="2 sources but 1 candidate lists"):
         rank(GQMJudge(), ScriptedEngine(length_gqm), ["s", "t"], [["a", "b"]])

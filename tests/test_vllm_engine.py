@@ -261,3 +261,29 @@ def test_verdict_logprobs_too_long_prompt_is_not_scored(engine):
     outputs = engine.verdict_logprobs([long, *_gram_prompts()[:1]], ("A", "B"))
     assert outputs[0].error == "prompt_too_long" and outputs[0].verdict_logprobs is None
     assert outputs[1].error is None and outputs[1].verdict_logprob_floor is not None
+
+
+def test_pairwise_gram_reward_reads_vllm_verdict_logprobs(engine, tiny_model_dir):
+    from test_pairwise_reward import call as pairwise_call
+    from test_pairwise_reward import gram_rewards_by_hand
+
+    from trl_grrm.rewards import PairwiseRewardFunction
+
+    reward = PairwiseRewardFunction(judge_model=tiny_model_dir, backend="vllm", engine=engine, num_generations=2,
+                                    unjudged_reward=UNJUDGED_REWARD)
+    groups = [["4", "5"], ["The cat sleeps.", "x" * 40]]
+    rewards, metrics = pairwise_call(reward, groups, question="What is 2+2?")
+    unjudged = 0
+    for index, group in enumerate(groups):
+        expected, _ = gram_rewards_by_hand(tiny_model_dir, f"What is 2+2? #{index}", group, unjudged=UNJUDGED_REWARD)
+        unjudged += expected[0] == UNJUDGED_REWARD
+        assert rewards[2 * index : 2 * index + 2] == pytest.approx(expected, abs=2e-3), index
+    assert metrics["pairwise_judge/judge_calls"] == 4 and metrics["pairwise_judge/unjudged/parse_failed"] == unjudged
+
+
+def test_grpo_trainer_with_a_pairwise_gram_judge_on_in_process_vllm(engine, tiny_model_dir, tmp_path):
+    from test_pairwise_reward import assert_vllm_grpo_records, run_grpo
+
+    fields = dict(judge_model=tiny_model_dir, backend="vllm", engine=engine, unjudged_reward=UNJUDGED_REWARD)
+    records, _ = run_grpo(tiny_model_dir, tmp_path, fields)
+    assert_vllm_grpo_records(records, tiny_model_dir, UNJUDGED_REWARD)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 
 import pytest
 
@@ -16,7 +17,8 @@ psutil = pytest.importorskip("psutil")
 
 from trl_grrm.formats import build_gqm_prompt  # noqa: E402
 from trl_grrm.rewards import GroupRelativeRewardFunction  # noqa: E402
-from trl_grrm.testing.vllm_server import VLLMServerError, free_port, start_vllm_server  # noqa: E402
+from trl_grrm.testing.ports import free_port  # noqa: E402
+from trl_grrm.testing.vllm_server import VLLMServerError, start_vllm_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +58,11 @@ def _server_processes(port: int) -> list:
 @pytest.fixture(scope="module")
 def base_url(tiny_model_dir, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
-    port = free_port()
-    with start_vllm_server(
-        tiny_model_dir, served_model_name=SERVED_NAME, port=port, max_model_len=MAX_MODEL_LEN, timeout_s=240,
+    with start_vllm_server(  # the port is left to it: it starts again on a fresh one if another process took it
+        tiny_model_dir, served_model_name=SERVED_NAME, max_model_len=MAX_MODEL_LEN, timeout_s=240,
         log_path=log_path,
     ) as url:
+        port = urllib.parse.urlsplit(url).port
         assert url == f"http://127.0.0.1:{port}/v1"
         server = _server_processes(port)
         assert len(server) == 1, "the server subprocess should be running"
@@ -175,3 +177,35 @@ def test_verdict_logprobs_from_top_logprobs_match_transformers(base_url, tiny_mo
                 assert output.verdict_logprobs[token] == pytest.approx(reference[token], abs=1e-3), token
             else:
                 assert reference[token] <= output.verdict_logprob_floor + 1e-3, token
+
+
+def test_pairwise_gram_reward_reads_top_logprobs_from_vllm_serve(base_url, tiny_model_dir):
+    from test_pairwise_reward import call as pairwise_call
+    from test_pairwise_reward import gram_rewards_by_hand
+
+    from trl_grrm.rewards import PairwiseRewardFunction
+
+    reward = PairwiseRewardFunction(judge_model=SERVED_NAME, backend="openai", base_url=base_url, num_generations=2,
+                                    unjudged_reward=UNJUDGED_REWARD, max_request_retries=1, request_timeout=60.0,
+                                    pairwise_scheme="reference")
+    groups = [["4", "5"], ["The cat sleeps.", "x" * 40]]
+    rewards, metrics = pairwise_call(reward, groups, question="What is 2+2?")
+    unjudged = 0
+    for index, group in enumerate(groups):
+        # reference scheme, member reference: the one pair (1 vs 0) in both orders, the same two prompts
+        expected, _ = gram_rewards_by_hand(tiny_model_dir, f"What is 2+2? #{index}", group, unjudged=UNJUDGED_REWARD)
+        unjudged += expected[0] == UNJUDGED_REWARD
+        if expected[0] != UNJUDGED_REWARD:
+            expected = [0.5, expected[1]]
+        assert rewards[2 * index : 2 * index + 2] == pytest.approx(expected, abs=2e-3), index
+    assert metrics["pairwise_judge/judge_calls"] == 4 and metrics["pairwise_judge/unjudged/parse_failed"] == unjudged
+    assert metrics["pairwise_judge/judge_calls_per_group"] == 2
+
+
+def test_grpo_trainer_with_a_pairwise_gram_judge_on_vllm_serve(base_url, tiny_model_dir, tmp_path):
+    from test_pairwise_reward import assert_vllm_grpo_records, run_grpo
+
+    fields = dict(judge_model=SERVED_NAME, backend="openai", base_url=base_url, unjudged_reward=UNJUDGED_REWARD,
+                  max_request_retries=1, request_timeout=60.0)
+    records, _ = run_grpo(tiny_model_dir, tmp_path, fields)
+    assert_vllm_grpo_records(records, tiny_model_dir, UNJUDGED_REWARD)

@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .formats import build_gqm_prompt, build_mt_prompt, format_gqm_answer, parse_gqm_output
-from .rewards import GroupRelativeRewardConfig, GroupRelativeRewardFunction
+from .rewards import GroupRelativeRewardConfig, GroupRelativeRewardFunction, PairwiseRewardConfig, PairwiseRewardFunction
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "GroupRelativeRewardConfig",
     "GroupRelativeRewardFunction",
+    "PairwiseRewardConfig",
+    "PairwiseRewardFunction",
     "build_gqm_prompt",
     "build_mt_prompt",
     "format_gqm_answer",

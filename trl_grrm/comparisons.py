@@ -434,6 +434,29 @@ def strengths_to_scores(
     return [float(x) for x in np.clip(level + total / count, low, high)]
 
 
+def subgroups_connected(n: int, subgroups: Sequence[Sequence[int]]) -> bool:
+    """Whether the subgroups cover all of ``0..n-1`` and chain them into one piece (shared members link subgroups).
+
+    Example:
+        >>> subgroups_connected(4, [[0, 1], [1, 2, 3]]), subgroups_connected(4, [[0, 1], [2, 3]])
+        (True, False)
+    """
+    parent = list(range(n))
+
+    def root(v: int) -> int:
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    covered: set[int] = set()
+    for members in subgroups:
+        covered.update(members)
+        for other in members[1:]:
+            parent[root(other)] = root(members[0])
+    return len(covered) == n and len({root(v) for v in range(n)}) == 1
+
+
 def subgroup_schedule(n: int, k: int = 4, coverage: int = 2, seed: int | np.random.Generator = 0) -> list[list[int]]:
     """Overlapping subgroups of at most ``k`` candidates for a judge that scores ``k`` at a time; slot order.
 

@@ -30,6 +30,16 @@ Metrics, per language pair and overall (see :func:`summarize`):
   ``accuracy_std`` show the position bias, ``ranking_consistency`` is the share of groups (scored in every order)
   ranked identically in all orders, and ``score_averaged`` is the accuracy of the scores averaged over the orders.
 
+Groups of more than ``--max-candidates-per-call`` (default 4) candidates are judged by the GQM judge in overlapping
+subgroups (``--subgroup-coverage`` per candidate), one fitted score per candidate (:class:`~trl_grrm.judging.GQMJudge`).
+
+Preference files (``--preferences``; columns ``prompt``, ``chosen``, ``rejected``, optionally ``subset`` and, for the
+MT judges ``gqm``/``sqm``, ``src_lang``/``trg_lang``): every pair is judged in both orders (chosen shown first, then
+second; a pairwise judge such as ``gram`` asks one order per evaluation) by any judge of
+:data:`~trl_grrm.judging.JUDGE_FORMATS`. Reported per ``subset`` and overall (:func:`summarize_preferences`):
+``accuracy`` over both orders (a tie earns half), ``inconsistency`` (the verdict flips with the order),
+``position_bias`` (share of strict verdicts won by the response shown first, minus 0.5), ties and failures.
+
 Judging runs on :class:`trl_grrm.judging.JudgeRunner`: every prompt of a round goes to the engine in one call;
 answers that do not parse or were cut at the token limit are asked again, at most ``--max-retries`` times, at
 ``max(--retry-temperature, --temperature)`` with a new seed per re-ask (:class:`trl_grrm.judging.RetryPolicy`). The JSON output keeps
@@ -48,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import math
 import random
@@ -77,12 +88,14 @@ from ..judging.failures import JUDGE_FAILURES, PARSE_FAILED, PROMPT_TOO_LONG, TR
 from ..ranking import pairwise_relations, tie_rate
 
 RANKING_COLUMNS = ("src_text", "src_lang", "trg_lang", "mt_texts", "scores")
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
 # -- data --------------------------------------------------------------------------------------------------------
 
 
-def load_ranking_dataset(name_or_path: str, split: str = "test", config: str | None = None):
-    """Load a ranking dataset from a local file, a local folder or the hub, and check its columns.
+def load_ranking_dataset(name_or_path: str, split: str = "test", config: str | None = None, columns=RANKING_COLUMNS):
+    """Load a ranking dataset from a local file, a local folder or the hub, and check its columns (``columns``:
+    :data:`RANKING_COLUMNS`, or the ``prompt``/``chosen``/``rejected`` columns of a preference file).
 
     * a file (``.parquet``, ``.jsonl``, ``.json``, ``.csv``): the whole file, whatever ``split`` says;
     * a folder: the file ``<split>.parquet`` / ``<split>.jsonl`` / ``<split>.json`` in it;
@@ -107,9 +120,10 @@ def load_ranking_dataset(name_or_path: str, split: str = "test", config: str | N
         ds = load_dataset(builders[found.suffix], data_files=str(found), split="train")
     else:
         ds = load_dataset(name_or_path, config, split=split)
-    missing = [c for c in RANKING_COLUMNS if c not in ds.column_names]
+    missing = [c for c in columns if c not in ds.column_names]
     if missing:
-        raise ValueError(f"{name_or_path} lacks ranking column(s) {missing}; it has {ds.column_names}")
+        kind = "preference" if columns == PREFERENCE_COLUMNS else "ranking"
+        raise ValueError(f"{name_or_path} lacks {kind} column(s) {missing}; it has {ds.column_names}")
     return ds
 
 
@@ -453,6 +467,167 @@ def save_plot(metrics: dict[str, Any], path: str | Path, title: str) -> None:
     plt.close(fig)
 
 
+# -- preference files (prompt / chosen / rejected) ---------------------------------------------------------------
+
+
+def _text(value: Any, row: int, column: str) -> str:
+    """A preference cell as text: a string, or a chat (list of messages) whose last message is the content."""
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and "content" in value[-1]:
+        value = value[-1]["content"]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"row {row}: column {column!r} must be a non-empty string or chat, got {value!r:.80}")
+    return value
+
+
+@dataclass(frozen=True)
+class PreferenceGroup:
+    """One labelled preference pair: ``candidates == [chosen, rejected]``, so ``scores == [1, 0]``.
+
+    ``source_language`` / ``target_language`` come from optional ``src_lang`` / ``trg_lang`` columns (the MT judges
+    GQM and SQM need them); ``subset`` from an optional ``subset`` column (RewardBench-style sections)."""
+
+    index: int
+    source_text: str
+    candidates: list[str]
+    subset: str = "all"
+    source_language: str | None = None
+    target_language: str | None = None
+    reference: str | None = None
+    scores: tuple[float, float] = (1.0, 0.0)
+
+    @property
+    def language_pair(self) -> str:  # summaries group preference pairs by subset
+        return self.subset
+
+
+def groups_from_preferences(ds: Iterable[dict[str, Any]]) -> list[PreferenceGroup]:
+    """Rows with ``prompt``, ``chosen``, ``rejected`` (and optionally ``subset``, ``src_lang``, ``trg_lang``) as
+    :class:`PreferenceGroup` objects; a row with a missing or empty cell raises ``ValueError`` naming row and column.
+
+    Example:
+        >>> [g.candidates for g in groups_from_preferences([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}])]
+        [['4', '5']]
+    """
+    groups = []
+    for index, row in enumerate(ds):
+        missing = [c for c in PREFERENCE_COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"row {index}: missing column(s) {missing}")
+        prompt, chosen, rejected = (_text(row[c], index, c) for c in PREFERENCE_COLUMNS)
+        subset = row.get("subset")
+        groups.append(PreferenceGroup(
+            index, prompt, [chosen, rejected], str(subset) if subset not in (None, "") else "all",
+            row.get("src_lang"), row.get("trg_lang"),
+        ))  # fmt: skip
+    return groups
+
+
+def preference_judge(name: str, ranking_mismatch: str = "count", **subgroups: Any) -> JudgeFormat:
+    """The judge ``--judge name`` for preference pairs: each evaluation is one order (a pairwise judge is built with
+    ``both_orders=False``), so the two orders of a pair are two evaluations and their disagreement is measurable."""
+    cls = JUDGES[name]
+    if name == "gqm":
+        return GQMJudge(ranking_mismatch=ranking_mismatch, **subgroups)
+    if "both_orders" in inspect.signature(cls).parameters:
+        return cls(both_orders=False)
+    return cls()
+
+
+def _verdict(scores: Sequence[float] | None) -> str | None:
+    """``"chosen"``, ``"rejected"`` or ``"tie"`` from the scores of ``[chosen, rejected]`` (``None``: unjudged)."""
+    if scores is None:
+        return None
+    if scores[0] == scores[1]:
+        return "tie"
+    return "chosen" if scores[0] > scores[1] else "rejected"
+
+
+def summarize_preferences(evaluations: Sequence[_Evaluation]) -> dict[str, Any]:
+    """Metrics of preference pairs, each judged in both orders (evaluation ``permutation`` 0: chosen shown first,
+    1: rejected shown first):
+
+    * ``accuracy``: over both orders, 1 when the chosen response scores higher, 0.5 for a tie, 0 otherwise; an
+      unjudged order counts 0 (as in ``eval-ranking``), ``accuracy_judged`` leaves unjudged orders out;
+      ``accuracy_chosen_first`` / ``accuracy_chosen_second`` are the two orders on their own;
+    * ``inconsistency``: share of pairs judged in both orders whose verdict (chosen, rejected or tie) differs
+      between the orders, i.e. flips when the order flips;
+    * ``first_position_rate``: among judged orders with a strict verdict, the share won by the response shown
+      first; ``position_bias = first_position_rate - 0.5`` (0: none; +0.5: always the first; -0.5: always the second);
+    * ``tie_rate``, ``judged`` of ``evaluations``, ``failures`` by reason.
+
+    Example:
+        >>> from trl_grrm.judging import JudgeTask
+        >>> group = PreferenceGroup(0, "2+2?", ["4", "5"])
+        >>> always_first = [_Evaluation(group, [0, 1], scores=[1.0, 0.0]),
+        ...                 _Evaluation(group, [1, 0], scores=[0.0, 1.0], permutation=1)]
+        >>> m = summarize_preferences(always_first)
+        >>> m["accuracy"], m["inconsistency"], m["position_bias"]
+        (0.5, 1.0, 0.5)
+    """
+    credit = {"chosen": 1.0, "tie": 0.5, "rejected": 0.0, None: 0.0}
+    verdicts: dict[int, dict[int, str | None]] = {}
+    first_wins = strict = ties = 0
+    failures = dict.fromkeys(JUDGE_FAILURES, 0)
+    for evaluation in evaluations:
+        verdict = _verdict(evaluation.scores)
+        verdicts.setdefault(evaluation.group.index, {})[evaluation.permutation] = verdict
+        if verdict is None:
+            failures[evaluation.failure or PARSE_FAILED] += 1
+        elif verdict == "tie":
+            ties += 1
+        else:
+            strict += 1
+            first_shown = "chosen" if evaluation.order[0] == 0 else "rejected"
+            first_wins += verdict == first_shown
+    all_verdicts = [v for per_pair in verdicts.values() for v in per_pair.values()]
+    judged = [v for v in all_verdicts if v is not None]
+    both = [p for p in verdicts.values() if len(p) == 2 and None not in p.values()]
+    first_rate = first_wins / strict if strict else None
+    return {
+        "pairs": len(verdicts),
+        "evaluations": len(all_verdicts),
+        "judged": len(judged),
+        "accuracy": _mean([credit[v] for v in all_verdicts]) if judged else None,
+        "accuracy_judged": _mean([credit[v] for v in judged]),
+        "accuracy_chosen_first": _mean([credit[p[0]] for p in verdicts.values() if 0 in p]) if judged else None,
+        "accuracy_chosen_second": _mean([credit[p[1]] for p in verdicts.values() if 1 in p]) if judged else None,
+        "inconsistency": _mean([float(p[0] != p[1]) for p in both]),
+        "first_position_rate": first_rate,
+        "position_bias": None if first_rate is None else first_rate - 0.5,
+        "tie_rate": ties / len(judged) if judged else None,
+        "failures": failures,
+    }
+
+
+def summarize_preferences_all(evaluations: Sequence[_Evaluation]) -> dict[str, Any]:
+    """``{"overall": {...}, "by_subset": {"chat": {...}, ...}}``: the per-subset table, as RewardBench reports."""
+    subsets = sorted({e.group.subset for e in evaluations})
+    return {
+        "overall": summarize_preferences(evaluations) if evaluations else {},
+        "by_subset": {s: summarize_preferences([e for e in evaluations if e.group.subset == s]) for s in subsets},
+    }
+
+
+def render_preference_table(metrics: dict[str, Any], title: str, console: Any) -> None:
+    """Print the preference metrics as a rich table: one row per subset plus overall."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}\npreference pairs, both orders; %, position bias in points", title_justify="left")
+    headers = ("subset", "pairs", "acc", "acc judged", "chosen 1st", "chosen 2nd", "inconsistent", "pos. bias",
+               "ties", "judged", "failed")  # fmt: skip
+    for header in headers:
+        table.add_column(header, justify="left" if header == "subset" else "right")
+    for name, m in [*metrics["by_subset"].items(), ("overall", metrics["overall"])]:
+        bias = m["position_bias"]
+        table.add_row(
+            name, str(m["pairs"]), _fmt(m["accuracy"]), _fmt(m["accuracy_judged"]), _fmt(m["accuracy_chosen_first"]),
+            _fmt(m["accuracy_chosen_second"]), _fmt(m["inconsistency"]), "-" if bias is None else f"{100 * bias:+.1f}",
+            _fmt(m["tie_rate"]), f"{m['judged']}/{m['evaluations']}", describe_failures(m["failures"]) or "0",
+            style="bold" if name == "overall" else None,
+        )  # fmt: skip
+    console.print(table)
+
+
 # -- command line ------------------------------------------------------------------------------------------------
 
 
@@ -468,11 +643,20 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--split", default="test", help="Split to evaluate (folders and hub datasets). Default: test.")
     data.add_argument("--dataset-config", default=None, help="Hub dataset configuration name.")
     data.add_argument("--limit", type=int, default=None, help="Evaluate only the first N groups.")
+    data.add_argument("--preferences", action="store_true",
+                      help="The dataset is a preference file (columns prompt, chosen, rejected; optional subset, "
+                      "src_lang, trg_lang): every pair is judged in both orders and the report gives accuracy, "
+                      "inconsistency and position bias per subset.")  # fmt: skip
 
     judge = parser.add_argument_group("judge")
     judge.add_argument("--judge", choices=sorted(JUDGES), default="gqm",
-                       help="gqm: group-wise GRRM prompt (one per group); sqm: pointwise 0-10 prompt (one per "
-                       "candidate). Default: gqm.")  # fmt: skip
+                       help="gqm: group-wise GRRM prompt (one per group, or per subgroup); sqm: pointwise 0-10 "
+                       "prompt (one per candidate); gram / gram_r2: pairwise (round robin). Default: gqm.")  # fmt: skip
+    judge.add_argument("--max-candidates-per-call", type=int, default=4,
+                       help="gqm: larger groups are judged in overlapping subgroups of this size (0: the whole "
+                       "group in one prompt). Default 4, the largest group GRRM was trained on.")  # fmt: skip
+    judge.add_argument("--subgroup-coverage", type=int, default=2,
+                       help="gqm: subgroups each candidate appears in when a group is split (>= 2). Default 2.")
     judge.add_argument("--ranking-mismatch", choices=["count", "fail"], default="count",
                        help="gqm: an answer whose ranking line contradicts its scores is only recorded (count) or "
                        "treated as unparsable (fail).")  # fmt: skip
@@ -548,6 +732,11 @@ def build_engine(args: argparse.Namespace) -> JudgeEngine:
     return engines.build_engine(engine_config(args))
 
 
+def _subgroup_settings(args: argparse.Namespace) -> dict[str, Any]:
+    per_call = args.max_candidates_per_call
+    return {"max_candidates_per_call": per_call or None, "subgroup_coverage": args.subgroup_coverage}
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.permutations < 1:
         raise ValueError("--permutations must be >= 1")
@@ -602,11 +791,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         _check_args(args)
-        dataset = load_ranking_dataset(args.dataset, split=args.split, config=args.dataset_config)
+        columns = PREFERENCE_COLUMNS if args.preferences else RANKING_COLUMNS
+        dataset = load_ranking_dataset(args.dataset, split=args.split, config=args.dataset_config, columns=columns)
         if args.limit is not None:
             dataset = dataset.select(range(min(args.limit, len(dataset))))
-        all_groups = groups_from_dataset(dataset)
-        judge = GQMJudge(ranking_mismatch=args.ranking_mismatch) if args.judge == "gqm" else JUDGES[args.judge]()
+        if args.preferences:
+            all_groups = groups_from_preferences(dataset)
+            judge = preference_judge(args.judge, args.ranking_mismatch, **_subgroup_settings(args))
+            if args.judge in ("gqm", "sqm") and any(g.source_language is None or g.target_language is None
+                                                     for g in all_groups):  # fmt: skip
+                raise ValueError(f"the {args.judge} judge is an MT judge: the preference file needs src_lang and "
+                                 "trg_lang columns on every row")  # fmt: skip
+        else:
+            all_groups = groups_from_dataset(dataset)
+            judge = (GQMJudge(ranking_mismatch=args.ranking_mismatch, **_subgroup_settings(args))
+                     if args.judge == "gqm" else JUDGES[args.judge]())  # fmt: skip
         engine = build_engine(args)
     except (ValueError, FileNotFoundError, JudgeConfigurationError) as error:  # bad arguments, files, hub datasets
         print(f"trl-grrm eval-ranking: error: {error}", file=sys.stderr)
@@ -627,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _Progress(enabled=not args.no_progress) as progress:
             evaluations = judge_groups(
                 groups, judge, engine, sampling,
-                permutations=args.permutations, seed=args.seed, max_retries=args.max_retries,
+                permutations=2 if args.preferences else args.permutations, seed=args.seed, max_retries=args.max_retries,
                 retry_temperature=args.retry_temperature, progress=progress,
             )  # fmt: skip
     except JudgeConfigurationError as error:  # no retry can help: stop before writing any result
@@ -637,7 +836,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.close()
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
 
-    metrics = summarize_all(evaluations, args.permutations)
+    if args.preferences:
+        metrics = summarize_preferences_all(evaluations)
+        judged = metrics["overall"]["judged"] > 0
+    else:
+        metrics = summarize_all(evaluations, args.permutations)
+        judged = metrics["overall"]["judged"] > 0
     title = f"{args.judge} judge {args.model} ({args.backend}) on {args.dataset}"
     output = Path(args.output)
     plot = Path(args.plot) if args.plot else output.with_suffix(".png")
@@ -655,8 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "groups": audit_records(evaluations),
     }
     output.write_text(json.dumps(result, ensure_ascii=False, indent=1))
-    judged = metrics["overall"]["judged"] > 0
-    if not judged:  # a plot of accuracies that do not exist would only mislead
+    if not judged or args.preferences:  # a plot of accuracies that do not exist would only mislead
         plot = None
     else:
         try:
@@ -665,7 +868,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("trl-grrm eval-ranking: matplotlib is not installed (pip install 'trl-grrm[eval]'); no plot written",
                   file=sys.stderr)  # fmt: skip
             plot = None
-    render_table(metrics, title, console)
+    if args.preferences:
+        render_preference_table(metrics, title, console)
+    else:
+        render_table(metrics, title, console)
     console.print(f"results: {output}" + (f"\nplot: {plot}" if plot else ""))
     if not judged:
         print(f"trl-grrm eval-ranking: error: {_nothing_judged(evaluations)}", file=sys.stderr)

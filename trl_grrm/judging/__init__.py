@@ -14,7 +14,7 @@ from .failures import (
     UNAVAILABLE,
     describe_failures,
 )
-from .judges import JUDGE_FORMATS, GembaSQMJudge, GQMJudge, SQMJudge
+from .judges import JUDGE_FORMATS, PAIRWISE_SCHEMES, GembaSQMJudge, GQMJudge, GRAMJudge, GRAMR2Judge, SQMJudge
 from .protocol import JudgeAnswerError, JudgeFormat, JudgeGroup, distinct_candidates
 from .runner import MAX_RETRIES_LIMIT, JudgeRequest, attempt_counts, JudgeRunner, JudgeTask, Ranking, RetryPolicy, best_of_n, rank
 
@@ -28,6 +28,9 @@ __all__ = [
     "TRUNCATED",
     "UNAVAILABLE",
     "GQMJudge",
+    "GRAMJudge",
+    "GRAMR2Judge",
+    "PAIRWISE_SCHEMES",
     "GembaSQMJudge",
     "JudgeAnswerError",
     "JudgeFormat",

@@ -88,6 +88,9 @@ class JudgeFormat(abc.ABC):
     verdict_tokens: tuple[str, ...] = ()
     #: How many top log-probabilities the engine is asked for when looking for the verdict tokens.
     verdict_top_k: int = 20
+    #: ``True``: ``combine`` also gets groups where some prompts got no judgment (``None`` in their place) and raises
+    #: :class:`JudgeAnswerError` when the rest is not enough; ``False``: any failed prompt leaves the group unjudged.
+    partial_results: bool = False
 
     @abc.abstractmethod
     def prompts(self, group: Any, candidates: Sequence[str]) -> list[Messages]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..engines.base import PROMPT_TOO_LONG, TRUNCATED, UNAVAILABLE, JudgeEngine, JudgeOutput, Messages, SamplingSettings
 from .failures import JUDGE_FAILURES, PARSE_FAILED
-from .protocol import JudgeFormat, JudgeGroup
+from .protocol import JudgeAnswerError, JudgeFormat, JudgeGroup
 
 #: Most re-asks a policy may ask for: beyond that a judge that cannot answer is broken, not unlucky.
 MAX_RETRIES_LIMIT = 10
@@ -97,7 +97,9 @@ class JudgeTask:
 
     ``order[i]`` is the index in ``group.candidates`` of the candidate shown at position ``i`` (``None``: as stored).
     ``scores`` are in the group's own order; ``failure`` is the most telling reason (engine problems first) when any
-    prompt of the task got no judgment, and ``scores`` is then ``None``.
+    prompt of the task got no judgment, and ``scores`` is then ``None`` (a format with ``partial_results``, e.g.
+    GQM subgroups, may still score the task from the prompts that were judged; the failed ones keep their
+    ``failure``).
     """
 
     group: Any  # a JudgeGroup, or any object with the attributes formats read
@@ -233,11 +235,18 @@ class JudgeRunner:
     @staticmethod
     def _combine(judge: JudgeFormat, task: JudgeTask) -> None:
         failures = [r.failure for r in task.requests if r.failure]
-        if failures:
-            task.failure = next((f for f in JUDGE_FAILURES if f in failures), failures[0])
+        most_telling = next((f for f in JUDGE_FAILURES if f in failures), failures[0]) if failures else None
+        if failures and not (judge.partial_results and len(failures) < len(task.requests)):
+            task.failure = most_telling
             return
         n = len(task.order)
-        shown_scores = judge.combine(task.parsed, n)
+        try:
+            shown_scores = judge.combine(task.parsed, n)
+        except JudgeAnswerError:
+            if not failures:
+                raise
+            task.failure = most_telling  # what was judged is not enough (e.g. no longer connects the group)
+            return
         if len(shown_scores) != n:
             raise RuntimeError(f"judge {judge.name} returned {len(shown_scores)} scores for {n} candidates")
         scores: list[float] = [0.0] * n

@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
-import logging
-import os
 import random
-import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .. import distributed
-from ..engines import (
-    VLLM_MEMORY_SHARE_BESIDE_TRAINING,
-    EngineConfig,
-    JudgeConfigurationError,
-    JudgeEngine,
-    SamplingSettings,
-    build_engine,
-)
+from ..engines import VLLM_MEMORY_SHARE_BESIDE_TRAINING, EngineConfig, JudgeEngine, SamplingSettings
 from ..formats.gqm import CANDIDATE_IDS
 from ..formats.mt import completion_text, get_extractor
-from ..judging import GQMJudge, JudgeGroup, JudgeRunner, JudgeTask, RetryPolicy, attempt_counts, distinct_candidates
-from ..judging.failures import PARSE_FAILED, PROMPT_TOO_LONG, TOO_FEW_DISTINCT, TRUNCATED, UNAVAILABLE
+from ..judging import GQMJudge, JudgeGroup, JudgeRunner, JudgeTask, RetryPolicy, distinct_candidates
+from ..judging.failures import TOO_FEW_DISTINCT
 from ..ranking import tie_rate
-from .penalties import soft_overlong_penalty
-
-logger = logging.getLogger(__name__)
-
-# Why a group got no judge scores (see trl_grrm.judging.failures). Each has its own counter in the logs.
-UNJUDGED_REASONS = (TOO_FEW_DISTINCT, PROMPT_TOO_LONG, PARSE_FAILED, TRUNCATED, UNAVAILABLE)
-# Metric names kept for dashboards made before the vocabulary was shared with the evaluation commands.
-_LEGACY_REASON_METRICS = {UNAVAILABLE: "judge_unavailable"}
+from .base import (
+    UNJUDGED_REASONS,  # noqa: F401  (kept importable from here)
+    GroupJudgingReward,
+    _GroupResult as _BaseGroupResult,
+    bad_completion,
+    bad_text_value,
+    batch_problem,
+    missing_column,
+)
 
 
 @dataclass
@@ -101,6 +89,8 @@ class GroupRelativeRewardConfig:
 
     # grouping and distribution
     num_generations: int | None = field(default=None, metadata={"help": "Group size. None: read from the GRPOTrainer calling the function (num_generations / num_generations_eval)."})
+    max_candidates_per_call: int | None = field(default=4, metadata={"help": "Most distinct candidates in one judge prompt (GRRM was trained on groups of 2-4). Larger groups are judged in overlapping subgroups and one score per candidate is fitted (Plackett-Luce) on the 0-10 scale. None: the whole group in one prompt (warned above 4)."})
+    subgroup_coverage: int = field(default=2, metadata={"help": "Subgroups each candidate appears in when a group is split (>= 2; 2 keeps the group connected at ceil(2n/k) calls, 3 averages more judge noise for 50% more calls)."})
     judge_on: Literal["all_processes", "main_process"] = field(default="all_processes", metadata={"help": "Spread groups over all processes' engines, or judge everything on rank 0."})
 
     # failure policy and logging
@@ -125,6 +115,12 @@ class GroupRelativeRewardConfig:
             raise ValueError(f"num_generations must be at least 2, got {self.num_generations}")
         if self.max_parse_retries < 0:
             raise ValueError("max_parse_retries must be >= 0")
+        if self.max_candidates_per_call is not None and not 2 <= self.max_candidates_per_call <= len(CANDIDATE_IDS):
+            raise ValueError(
+                f"max_candidates_per_call must be in 2..{len(CANDIDATE_IDS)} or None, got {self.max_candidates_per_call}"
+            )
+        if self.subgroup_coverage < 2:
+            raise ValueError(f"subgroup_coverage must be >= 2, got {self.subgroup_coverage}")
         RetryPolicy(self.max_parse_retries, self.retry_temperature)  # its own range checks, with their messages
 
     def engine_config(self) -> EngineConfig:
@@ -151,8 +147,13 @@ class GroupRelativeRewardConfig:
         )
 
     def judge_format(self) -> GQMJudge:
-        """The GQM judge format these fields describe."""
-        return GQMJudge(ranking_mismatch=self.ranking_mismatch, language_names=self.language_names)
+        """The GQM judge format these fields describe (subgroups per ``max_candidates_per_call`` / ``subgroup_coverage``)."""
+        return GQMJudge(
+            ranking_mismatch=self.ranking_mismatch,
+            language_names=self.language_names,
+            max_candidates_per_call=self.max_candidates_per_call,
+            subgroup_coverage=self.subgroup_coverage,
+        )
 
     def judge_runner(self, engine: JudgeEngine) -> JudgeRunner:
         """The judging core with this config's sampling, retry policy, prompt limit and unavailable policy."""
@@ -211,57 +212,19 @@ class _Candidate:
     translation: str | None
     num_tokens: int
 
-
-@dataclass
-class _GroupResult:
-    """The outcome for one group, shared with every process."""
-
-    index: int
-    members: list[int]  # global completion indices
-    unique: list[str] = field(default_factory=list)
-    member_unique: list[int | None] = field(default_factory=list)  # per member: index into `unique`, None if invalid
-    scores: list[int] | None = None  # per unique candidate
-    unjudged_reason: str | None = None
-    ranking_agrees: bool | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    request_retries: int = 0  # transport-level retries the engine spent on this group's requests
-    revised_scores: bool = False  # the accepted answer changed its scores after the Scores section
+    @property
+    def group_key(self) -> tuple[str, str, str, str]:
+        return (self.prompt_key, self.source, self.source_language, self.target_language)
 
 
 @dataclass
-class _Failure:
-    """An exception one process hit while judging, shipped to every process in place of its results."""
+class _GroupResult(_BaseGroupResult):
+    """The outcome for one group, shared with every process; GQM adds the subgroups that gave no judgment."""
 
-    rank: int
-    kind: str
-    message: str
-    configuration: bool = False
-
-    def __str__(self) -> str:
-        return f"process {self.rank}: {self.kind}: {self.message}"
+    failed_subgroups: int = 0  # subgroups of a split group with no judgment (the group may still be judged)
 
 
-def _find_calling_trainer() -> Any | None:
-    """The GRPOTrainer (or subclass) whose `_calculate_rewards` is calling us, found on the call stack."""
-    try:
-        from trl import GRPOTrainer
-    except ImportError:  # pragma: no cover - trl is a dependency
-        return None
-    frame = inspect.currentframe()
-    try:
-        while frame is not None:
-            candidate = frame.f_locals.get("self")
-            if isinstance(candidate, GRPOTrainer):
-                return candidate
-            frame = frame.f_back
-    finally:
-        del frame
-    return None
-
-
-class GroupRelativeRewardFunction:
+class GroupRelativeRewardFunction(GroupJudgingReward):
     """A TRL reward function that judges every completion group jointly with a GRRM (GQM) judge.
 
     Pass it to an unmodified ``trl.GRPOTrainer(reward_funcs=[...])``. On every step it gathers the completions of
@@ -276,6 +239,8 @@ class GroupRelativeRewardFunction:
         >>> trainer = GRPOTrainer(model=..., reward_funcs=[judge], args=GRPOConfig(num_generations=4), ...)  # doctest: +SKIP
     """
 
+    failure_prefix = "GRRM judging failed: "
+
     def __init__(
         self,
         config: GroupRelativeRewardConfig | None = None,
@@ -286,113 +251,22 @@ class GroupRelativeRewardFunction:
             config = GroupRelativeRewardConfig(**config_fields)
         elif config_fields:
             config = dataclasses.replace(config, **config_fields)
-        self.config = config
-        self.__name__ = config.name
-        self._engine = engine
+        super().__init__(config, engine)
         self._extract: Callable[[str], str | None] = get_extractor(config.extractor)
         self._judge = config.judge_format()
-        self._calls = 0
 
-    # -- engine ------------------------------------------------------------------------------------------------
-
-    @property
-    def engine(self) -> JudgeEngine:
-        """The judge engine, created on first use (so building the reward function is cheap and picklable)."""
-        if self._engine is None:
-            self._engine = self._make_engine()
-        return self._engine
-
-    def _make_engine(self) -> JudgeEngine:
-        return build_engine(self.config.engine_config())
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Engines hold processes and sockets; a copy (e.g. for a spawned worker) starts its own.
-        state = self.__dict__.copy()
-        state["_engine"] = None
-        return state
-
-    # -- TRL entry point ---------------------------------------------------------------------------------------
-
-    def __call__(
-        self,
-        prompts: list[Any],
-        completions: list[Any],
-        completion_ids: list[list[int]] | None = None,
-        trainer_state: Any = None,
-        log_metric: Callable[[str, float], None] | None = None,
-        **columns: Any,
-    ) -> list[float | None]:
-        """One reward per completion, called by TRL with every dataset column as a keyword.
-
-        Every process raises the same error, never one alone: ``ValueError`` for unusable inputs (a missing column, a
-        column whose length differs from the batch, a source or language value that is ``None``, NaN, empty or not a
-        string, a completion that is not text), naming the process, row and column;
-        :class:`~trl_grrm.engines.JudgeConfigurationError` with the engine's message when the judge cannot answer as
-        configured (never a fallback reward); ``RuntimeError("GRRM judging failed: ...")`` for anything else.
-        """
+    def _candidate(
+        self, i: int, prompt: Any, completions: list[Any], completion_ids: list[list[int]] | None, columns: dict[str, Any]
+    ) -> _Candidate:
         c = self.config
-        group_size, mode = self._group_size_and_mode()
-        rank, world = distributed.process_index(), distributed.num_processes()
-        # A bad row is shared with the completions, so every process raises the same error: one that raised alone
-        # would leave the others waiting in the exchange until their connection closes.
-        problem = self._check_inputs(prompts, completions, completion_ids, columns)
-        local: list[_Candidate] = []
-        for i, prompt in enumerate([] if problem else prompts):
-            try:
-                local.append(_Candidate(
-                    prompt_key=prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str),
-                    source=columns[c.source_column][i],
-                    source_language=columns[c.source_language_column][i],
-                    target_language=columns[c.target_language_column][i],
-                    translation=self._extract(completion_text(completions[i])),
-                    num_tokens=len(completion_ids[i]) if completion_ids is not None else 0,
-                ))  # fmt: skip
-            except (TypeError, AttributeError, KeyError) as error:  # e.g. a message list holding plain strings
-                problem = f"completion {i} (or its completion_ids) cannot be read: {type(error).__name__}: {error}"
-                local = []
-                break
-        gathered_inputs = distributed.all_gather_objects((local, problem))
-        problems = [f"process {r}: {p}" for r, (_, p) in enumerate(gathered_inputs) if p]
-        if problems:
-            raise ValueError("GroupRelativeRewardFunction got unusable inputs: " + "; ".join(problems))
-        per_rank = [part for part, _ in gathered_inputs]
-        if len({len(part) for part in per_rank}) != 1:
-            raise RuntimeError(f"processes hold different numbers of completions: {[len(p) for p in per_rank]}")
-        everything = [candidate for part in per_rank for candidate in part]
-        groups = self._cut_groups(everything, group_size)
-
-        started = time.perf_counter()
-        owner = (lambda g: g % world) if c.judge_on == "all_processes" else (lambda g: 0)
-        mine = [g for g in range(len(groups)) if owner(g) == rank]
-        local_error: Exception | None = None
-        try:
-            local_results: Any = self.judge_groups([groups[g] for g in mine], everything, mine)
-        except Exception as error:  # surfaced on every rank below, so no rank waits forever in the gather
-            local_error = error
-            if isinstance(error, JudgeConfigurationError):
-                local_results = _Failure(rank, error.__class__.__name__, str(error), configuration=True)
-            else:
-                logger.exception("Judging failed on process %d", rank)
-                local_results = _Failure(rank, error.__class__.__name__, str(error))
-        elapsed = time.perf_counter() - started
-        gathered = distributed.all_gather_objects((local_results, elapsed))
-        failures = [r for r, _ in gathered if isinstance(r, _Failure)]
-        if failures:
-            self._raise_failures(failures, local_error)
-        results = sorted((r for part, _ in gathered for r in part), key=lambda r: r.index)
-        latency = max(t for _, t in gathered)
-
-        rewards_global = self._rewards(results, everything)
-        self._calls += 1
-        step = getattr(trainer_state, "global_step", self._calls)
-        stats = self._statistics(results, everything, latency)
-        if log_metric is not None:
-            for name, value in stats.items():
-                log_metric(f"{c.name}/{name}", value)
-        if rank == 0 and c.audit_log_path:
-            self._write_audit(results, everything, rewards_global, step, mode)
-        offset = rank * len(local)
-        return rewards_global[offset : offset + len(local)]
+        return _Candidate(
+            prompt_key=prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str),
+            source=columns[c.source_column][i],
+            source_language=columns[c.source_language_column][i],
+            target_language=columns[c.target_language_column][i],
+            translation=self._extract(completion_text(completions[i])),
+            num_tokens=len(completion_ids[i]) if completion_ids is not None else 0,
+        )
 
     def _check_inputs(
         self,
@@ -403,83 +277,14 @@ class GroupRelativeRewardFunction:
     ) -> str | None:
         """The first problem with this process's inputs, as a message naming the row and column, or ``None``."""
         c = self.config
-        count = len(completions)
-        for column in (c.source_column, c.source_language_column, c.target_language_column):
-            if column not in columns:
-                available = sorted(k for k in columns if k not in ("log_extra",))
-                return (
-                    f"needs the dataset column {column!r} (set by "
-                    f"`source_column`/`source_language_column`/`target_language_column`); the dataset passed the "
-                    f"columns {available}."
-                )
-        if len(prompts) != count:
-            return f"got {len(prompts)} prompts but {count} completions"
-        if completion_ids is not None and len(completion_ids) != count:
-            return f"got {len(completion_ids)} completion_ids for {count} completions"
-        for column in (c.source_column, c.source_language_column, c.target_language_column):
-            values = columns[column]
-            if len(values) != count:
-                return f"column {column!r} has {len(values)} values for {count} completions"
-            for row, value in enumerate(values):
-                if not isinstance(value, str) or not value.strip():
-                    return (
-                        f"row {row} of column {column!r} is {value!r}; expected a non-empty string "
-                        "(filter or fill such rows before training)"
-                    )
-        for row, completion in enumerate(completions):
-            if not isinstance(completion, (str, list, dict)):
-                return (
-                    f"completion {row} is a {type(completion).__name__}; expected a string or a list of messages"
-                )
-        return None
-
-    @staticmethod
-    def _raise_failures(failures: list[_Failure], local_error: Exception | None) -> None:
-        """Raise, on every process, the error judging hit on some: a configuration error as itself, with the engine's
-        message unchanged (this process re-raises its own exception object, traceback included)."""
-        configuration = [f for f in failures if f.configuration]
-        if configuration:
-            if isinstance(local_error, JudgeConfigurationError):
-                raise local_error
-            raise JudgeConfigurationError(configuration[0].message)
-        raise RuntimeError("GRRM judging failed: " + "; ".join(str(f) for f in failures)) from local_error
-
-    # -- grouping ----------------------------------------------------------------------------------------------
-
-    def _group_size_and_mode(self) -> tuple[int, str]:
-        trainer = _find_calling_trainer()
-        mode = "train"
-        if trainer is not None:
-            mode = "train" if trainer.model.training else "eval"
-        if self.config.num_generations is not None:
-            return self.config.num_generations, mode
-        if trainer is None:
-            raise RuntimeError(
-                "GroupRelativeRewardFunction could not find the GRPOTrainer calling it, so it does not know the "
-                "group size; pass num_generations=... when using it outside GRPOTrainer."
-            )
-        size = trainer.num_generations if mode == "train" else trainer.num_generations_eval
-        return int(size), mode
-
-    def _cut_groups(self, everything: list[_Candidate], group_size: int) -> list[list[int]]:
-        if len(everything) % group_size:
-            raise ValueError(
-                f"{len(everything)} completions over all processes cannot form groups of {group_size}; "
-                "num_generations must divide the global batch"
-            )
-        groups = [list(range(s, s + group_size)) for s in range(0, len(everything), group_size)]
-        for members in groups:
-            first = everything[members[0]]
-            for index in members[1:]:
-                other = everything[index]
-                if (other.prompt_key, other.source, other.source_language, other.target_language) != (
-                    first.prompt_key, first.source, first.source_language, first.target_language
-                ):
-                    raise ValueError(
-                        f"completions {members[0]} and {index} should belong to one group of {group_size} but have "
-                        "different prompts or source columns; is num_generations right?"
-                    )
-        return groups
+        names = (c.source_column, c.source_language_column, c.target_language_column)
+        hint = "`source_column`/`source_language_column`/`target_language_column`"
+        return (
+            missing_column(columns, names, hint)
+            or batch_problem(prompts, completions, completion_ids)
+            or bad_text_value(columns, names, len(completions))
+            or bad_completion(completions)
+        )
 
     # -- judging -----------------------------------------------------------------------------------------------
 
@@ -498,7 +303,7 @@ class GroupRelativeRewardFunction:
             if len(result.unique) < 2:
                 result.unjudged_reason = TOO_FEW_DISTINCT
                 continue
-            if len(result.unique) > self._judge.max_candidates:
+            if self._judge.max_candidates is not None and len(result.unique) > self._judge.max_candidates:
                 raise ValueError(
                     f"a group has {len(result.unique)} distinct candidates; the judge format allows "
                     f"{self._judge.max_candidates}"
@@ -519,69 +324,41 @@ class GroupRelativeRewardFunction:
     def _take_outcome(result: _GroupResult, task: JudgeTask) -> None:
         """Copy what the core found for one group into the result every process receives, with the audit records
         in this function's schema (the request, the scores by candidate letter)."""
-        [request] = task.requests  # GQM: one prompt per group
-        ids = CANDIDATE_IDS[: len(task.order)]
-        for attempt in request.attempts:
-            record = {"attempt": attempt["attempt"], "request": request.messages}
-            record.update((k, v) for k, v in attempt.items() if k not in ("attempt", "parsed"))
-            parsed = attempt.get("parsed")
-            if parsed is not None:
-                record["scores"] = dict(zip(ids, parsed["scores"]))
-                if parsed["revised_scores"]:
-                    record["revised_scores"] = True
-            result.attempts.append(record)
-            result.prompt_tokens += attempt["prompt_tokens"]
-            result.completion_tokens += attempt["completion_tokens"]
-            result.request_retries += attempt.get("request_retries", 0)
+        split = len(task.requests) > 1  # a large group judged in subgroups (GQMJudge.schedule)
+        for request in task.requests:
+            for attempt in request.attempts:
+                record = {"attempt": attempt["attempt"], "request": request.messages}
+                if split:
+                    record["subgroup"] = request.prompt_index
+                record.update((k, v) for k, v in attempt.items() if k not in ("attempt", "parsed"))
+                parsed = attempt.get("parsed")
+                if parsed is not None:
+                    record["scores"] = dict(zip(CANDIDATE_IDS, parsed["scores"]))
+                    if "positions" in parsed:  # which candidates (indices into `candidates`) A, B, ... were
+                        record["candidates"] = [task.order[p] for p in parsed["positions"]]
+                    if parsed["revised_scores"]:
+                        record["revised_scores"] = True
+                result.attempts.append(record)
+                result.prompt_tokens += attempt["prompt_tokens"]
+                result.completion_tokens += attempt["completion_tokens"]
+                result.request_retries += attempt.get("request_retries", 0)
+        result.failed_subgroups = sum(r.failure is not None for r in task.requests) if split else 0
         if task.scores is None:
             result.unjudged_reason = task.failure
             return
-        result.scores = [int(score) for score in task.scores]
-        result.ranking_agrees = request.parsed["ranking_agrees"]
-        result.revised_scores = request.parsed["revised_scores"]
+        # One call: the judge's integer scores; subgroups: fitted scores on the same 0-10 scale.
+        result.scores = list(task.scores)
+        flags = GQMJudge.group_flags(task.parsed)
+        result.ranking_agrees, result.revised_scores = flags["ranking_agrees"], flags["revised_scores"]
 
     # -- rewards, statistics, audit ----------------------------------------------------------------------------
 
-    def _rewards(self, results: list[_GroupResult], everything: list[_Candidate]) -> list[float | None]:
-        c = self.config
-        rewards: list[float | None] = [None] * len(everything)
-        for result in results:
-            for index, unique_index in zip(result.members, result.member_unique):
-                if unique_index is None:
-                    rewards[index] = c.invalid_completion_reward
-                    continue
-                penalty = soft_overlong_penalty(
-                    everything[index].num_tokens, c.overlong_max_tokens, c.overlong_buffer_tokens, c.overlong_penalty
-                )
-                if result.scores is not None:
-                    rewards[index] = result.scores[unique_index] * c.score_scale - penalty
-                elif c.unjudged_reward is None or not c.unjudged_overlong_penalty:
-                    rewards[index] = c.unjudged_reward
-                else:
-                    rewards[index] = c.unjudged_reward - penalty
-        return rewards
-
     def _statistics(self, results: list[_GroupResult], everything: list[_Candidate], latency: float) -> dict[str, float]:
-        num_groups = len(results)
-        counts = attempt_counts([a for r in results for a in r.attempts])
+        stats = super()._statistics(results, everything, latency)
         judged = [r for r in results if r.scores is not None]
-        reasons = Counter(r.unjudged_reason for r in results if r.unjudged_reason)
-        invalid = sum(m is None for r in results for m in r.member_unique)
-        fallback = invalid + sum(
-            sum(m is not None for m in r.member_unique) for r in results if r.scores is None
-        )
         with_ranking = [r for r in judged if r.ranking_agrees is not None]
-        stats = {
-            "groups": float(num_groups),
-            "judge_calls": float(counts["judge_calls"]),
-            "retries": float(counts["retries"]),
-            "parse_failure_rate": counts["parse_failures"] / counts["answers"] if counts["answers"] else 0.0,
-            # among answers with text (cut or not)
-            "truncated_rate": counts["truncated_answers"] / counts["received"] if counts["received"] else 0.0,
-            "request_retries": float(sum(r.request_retries for r in results)),
-            "fallback_completions": float(fallback),
-            "invalid_completions": float(invalid),
-            "unjudged_groups": float(sum(reasons.values())),
+        stats.update({
+            "failed_subgroups": float(sum(r.failed_subgroups for r in results)),
             "ranking_disagreement_rate": (
                 sum(not r.ranking_agrees for r in with_ranking) / len(with_ranking) if with_ranking else 0.0
             ),
@@ -590,41 +367,19 @@ class GroupRelativeRewardFunction:
             "tie_rate": (
                 sum(tie_rate(dict(enumerate(r.scores))) for r in judged) / len(judged) if judged else 0.0
             ),
-            "distinct_candidates": sum(len(r.unique) for r in results) / num_groups if num_groups else 0.0,
-            "judge_latency_s": latency,
-            "judge_prompt_tokens": sum(r.prompt_tokens for r in results) / max(1, counts["judge_calls"]),
-            "judge_output_tokens": sum(r.completion_tokens for r in results) / max(1, counts["judge_calls"]),
-        }
-        for reason in UNJUDGED_REASONS:
-            stats[f"unjudged/{reason}"] = float(reasons.get(reason, 0))
-        for reason, legacy in _LEGACY_REASON_METRICS.items():
-            stats[f"unjudged/{legacy}"] = stats[f"unjudged/{reason}"]
+        })  # fmt: skip
         return stats
 
-    def _write_audit(
-        self, results: list[_GroupResult], everything: list[_Candidate], rewards: list[float | None], step: int, mode: str
-    ) -> None:
-        path = self.config.audit_log_path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            for result in results:
-                first = everything[result.members[0]]
-                record = {
-                    "step": step,
-                    "mode": mode,
-                    "group": result.index,
-                    "source": first.source,
-                    "source_language": first.source_language,
-                    "target_language": first.target_language,
-                    "candidates": result.unique,
-                    "completion_indices": result.members,
-                    "completion_candidate": result.member_unique,
-                    "scores": result.scores,
-                    "unjudged_reason": result.unjudged_reason,
-                    "ranking_agrees": result.ranking_agrees,
-                    "rewards": [rewards[i] for i in result.members],
-                    "attempts": result.attempts,
-                }
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    def _audit_record(self, result: _GroupResult, everything: list[_Candidate]) -> dict[str, Any]:
+        first = everything[result.members[0]]
+        return {
+            "source": first.source,
+            "source_language": first.source_language,
+            "target_language": first.target_language,
+            "candidates": result.unique,
+            "completion_indices": result.members,
+            "completion_candidate": result.member_unique,
+            "scores": result.scores,
+            "unjudged_reason": result.unjudged_reason,
+            "ranking_agrees": result.ranking_agrees,
+        }
