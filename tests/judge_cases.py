@@ -84,3 +84,10 @@ def assert_garbage_fallback(rewards, metrics, retries):
     assert metrics["invalid_completions"] == len(INVALID)
     assert metrics["fallback_completions"] == 4 * len(GROUPS)
     assert metrics["distinct_candidates"] == pytest.approx((4 + 1 + 2 + 0 + 1) / len(GROUPS))
+
+
+def vocabulary_size(model_dir: str) -> int:
+    """The judge model's vocabulary size: the top-k that returns every token's log-probability."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_dir).vocab_size

@@ -403,6 +403,49 @@ def assert_vllm_grpo_records(records, model_dir, unjudged):
             assert record["scores"] == pytest.approx(expected, abs=2e-3)
 
 
+def assert_real_verdict_records(records, model_dir, scheme):
+    """Audit records of a judge whose engine returned every vocabulary log-prob (top-k >= vocabulary): every group
+    of two or more distinct completions got a real verdict, each verdict log-prob equals an independent forward pass,
+    and the scores combine those verdicts as the scheme says (worked out here, with the package's separately tested
+    Bradley-Terry fit for that scheme)."""
+    from test_verdict_logprobs import last_position_logprobs
+    from transformers import AutoTokenizer
+
+    from trl_grrm.comparisons import DEFAULT_PRIOR, bradley_terry_fit, strengths_to_win_rates
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = [tokenizer.encode(t, add_special_tokens=False)[0] for t in ("A", "B")]
+    judged = 0
+    for record in records:
+        candidates = record["candidates"]
+        n = len(candidates)
+        if n < 2:
+            continue
+        judged += 1
+        assert record["unjudged_reason"] is None and record["scores"] is not None, record["unjudged_reason"]
+        requests = [attempt["request"] for attempt in record["attempts"]]
+        p_first = {}  # (shown as A, shown as B) -> P(A is better), from the forward pass
+        for attempt, row in zip(record["attempts"], last_position_logprobs(model_dir, requests)):
+            lp_a, lp_b = float(row[ids[0]]), float(row[ids[1]])
+            assert attempt["verdict_logprobs"]["A"] == pytest.approx(lp_a, abs=2e-3)
+            assert attempt["verdict_logprobs"]["B"] == pytest.approx(lp_b, abs=2e-3)
+            shown = parse_gram_prompt(attempt["request"][-1]["content"])
+            pair = (candidates.index(shown.response_a), candidates.index(shown.response_b))
+            p_first[pair] = sigmoid(lp_a - lp_b)
+        beats = {(i, j): (p_first[(i, j)] + 1 - p_first[(j, i)]) / 2 for (i, j) in p_first}
+        if scheme == "round_robin":
+            assert len(record["attempts"]) == n * (n - 1)
+            expected = [sum(beats[(i, j)] for j in range(n) if j != i) / (n - 1) for i in range(n)]
+        elif scheme == "bradley_terry":
+            comparisons = [(i, j, p) for (i, j), p in beats.items() if i < j]
+            expected = strengths_to_win_rates(bradley_terry_fit(n, comparisons, prior=DEFAULT_PRIOR))
+        else:  # reference: the first distinct completion is the reference and scores one half
+            assert len(record["attempts"]) == 2 * (n - 1)
+            expected = [0.5] + [beats[(i, 0)] for i in range(1, n)]
+        assert record["scores"] == pytest.approx(expected, abs=2e-3)
+    assert judged, "no group had two distinct completions to judge"
+
+
 # -- recipes -------------------------------------------------------------------------------------------------------
 
 

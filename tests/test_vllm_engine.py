@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 from judge_cases import (  # noqa: E402
     GROUPS, INVALID_REWARD, JUDGED_GROUPS, MAX_JUDGE_TOKENS, MAX_MODEL_LEN, UNJUDGED_REWARD, call,
-    assert_garbage_fallback, fenced, unparsed_or_truncated,
+    assert_garbage_fallback, fenced, unparsed_or_truncated, vocabulary_size,
 )
 
 
@@ -47,6 +47,8 @@ def reward(tiny_model_dir):
         num_generations=4,
         invalid_completion_reward=INVALID_REWARD,
         unjudged_reward=UNJUDGED_REWARD,
+        # every vocabulary log-prob may be asked for, so pairwise judges get real verdicts from the random model
+        vllm_kwargs={"max_logprobs": vocabulary_size(tiny_model_dir)},
     )
     engine = reward.engine
     assert isinstance(engine, VLLMEngine)
@@ -242,11 +244,12 @@ def test_verdict_logprobs_match_a_transformers_forward_pass(engine, tiny_model_d
         assert output.verdict_logprob_floor <= min(output.verdict_logprobs.values())
 
 
-def test_verdict_logprobs_top_k_above_vllm_limit_is_a_configuration_error(engine):
+def test_verdict_logprobs_top_k_above_vllm_limit_is_a_configuration_error(engine, tiny_model_dir):
     from trl_grrm.engines import JudgeConfigurationError
 
-    with pytest.raises(JudgeConfigurationError, match=r"top_k=21 .*max_logprobs=20"):
-        engine.verdict_logprobs(_gram_prompts()[:1], ("A", "B"), top_k=21)
+    limit = vocabulary_size(tiny_model_dir)  # the fixture's max_logprobs
+    with pytest.raises(JudgeConfigurationError, match=rf"top_k={limit + 1} .*max_logprobs={limit}"):
+        engine.verdict_logprobs(_gram_prompts()[:1], ("A", "B"), top_k=limit + 1)
 
 
 def test_verdict_logprobs_reject_multi_token_verdicts(engine):
@@ -287,3 +290,15 @@ def test_grpo_trainer_with_a_pairwise_gram_judge_on_in_process_vllm(engine, tiny
     fields = dict(judge_model=tiny_model_dir, backend="vllm", engine=engine, unjudged_reward=UNJUDGED_REWARD)
     records, _ = run_grpo(tiny_model_dir, tmp_path, fields)
     assert_vllm_grpo_records(records, tiny_model_dir, UNJUDGED_REWARD)
+
+
+@pytest.mark.parametrize("scheme", ["round_robin", "bradley_terry", "reference"])
+def test_grpo_trainer_with_each_pairwise_scheme_gets_real_verdicts_from_in_process_vllm(
+    scheme, engine, tiny_model_dir, tmp_path
+):
+    from test_pairwise_reward import assert_real_verdict_records, run_grpo
+
+    fields = dict(judge_model=tiny_model_dir, backend="vllm", engine=engine, pairwise_scheme=scheme,
+                  verdict_top_k=vocabulary_size(tiny_model_dir), unjudged_reward=UNJUDGED_REWARD)
+    records, _ = run_grpo(tiny_model_dir, tmp_path, fields)
+    assert_real_verdict_records(records, tiny_model_dir, scheme)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 SERVED_NAME = "judge"
 from judge_cases import (  # noqa: E402
     GROUPS, INVALID_REWARD, MAX_JUDGE_TOKENS, MAX_MODEL_LEN, UNJUDGED_REWARD, call,
-    assert_garbage_fallback, expected_fallback_rewards, fenced, unparsed_or_truncated,
+    assert_garbage_fallback, expected_fallback_rewards, fenced, unparsed_or_truncated, vocabulary_size,
 )
 
 
@@ -61,6 +61,8 @@ def base_url(tiny_model_dir, tmp_path_factory):
     with start_vllm_server(  # the port is left to it: it starts again on a fresh one if another process took it
         tiny_model_dir, served_model_name=SERVED_NAME, max_model_len=MAX_MODEL_LEN, timeout_s=240,
         log_path=log_path,
+        # every vocabulary log-prob may be asked for, so pairwise judges get real verdicts from the random model
+        extra_args=["--max-logprobs", str(vocabulary_size(tiny_model_dir))],
     ) as url:
         port = urllib.parse.urlsplit(url).port
         assert url == f"http://127.0.0.1:{port}/v1"
@@ -209,3 +211,16 @@ def test_grpo_trainer_with_a_pairwise_gram_judge_on_vllm_serve(base_url, tiny_mo
                   max_request_retries=1, request_timeout=60.0)
     records, _ = run_grpo(tiny_model_dir, tmp_path, fields)
     assert_vllm_grpo_records(records, tiny_model_dir, UNJUDGED_REWARD)
+
+
+@pytest.mark.parametrize("scheme", ["round_robin", "bradley_terry", "reference"])
+def test_grpo_trainer_with_each_pairwise_scheme_gets_real_verdicts_from_vllm_serve(
+    scheme, base_url, tiny_model_dir, tmp_path
+):
+    from test_pairwise_reward import assert_real_verdict_records, run_grpo
+
+    fields = dict(judge_model=SERVED_NAME, backend="openai", base_url=base_url, pairwise_scheme=scheme,
+                  verdict_top_k=vocabulary_size(tiny_model_dir), unjudged_reward=UNJUDGED_REWARD,
+                  max_request_retries=1, request_timeout=60.0)
+    records, _ = run_grpo(tiny_model_dir, tmp_path, fields)
+    assert_real_verdict_records(records, tiny_model_dir, scheme)
