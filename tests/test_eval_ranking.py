@@ -210,6 +210,16 @@ class PairwiseViaGQM(RankingJudge):
         return wins
 
 
+def test_gram_judge_is_measured_on_the_same_ranking_groups_as_gqm(ranking_file, server, tmp_path):
+    # The server's GRAM rule is P(A better) = sigmoid(score(A) - score(B)) with the same length scores, so round-robin
+    # win probabilities order (and tie) the candidates exactly as the GQM scores do: the same accuracies.
+    result = run_cli(ranking_file, tmp_path / "gram.json", "--judge", "gram", "--backend", "openai", "--model", "judge",
+                     "--base-url", server.base_url)  # fmt: skip
+    assert_metrics(result["metrics"])
+    # every pair of every group in both orders: n(n - 1) verdict requests per group
+    assert len(server.requests) == sum(len(r["mt_texts"]) * (len(r["mt_texts"]) - 1) for r in ROWS) == 16
+
+
 def test_a_pairwise_judge_plugs_into_the_evaluator(ranking_file, server):
     groups = groups_from_dataset(load_ranking_dataset(str(ranking_file)))
     engine = OpenAIEngine("judge", server.base_url)
