@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import distributed
-from ..engines import JudgeConfigurationError, JudgeEngine, build_engine
-from ..judging import attempt_counts
+from ..engines import EngineConfig, JudgeConfigurationError, JudgeEngine, SamplingSettings, build_engine
+from ..judging import JudgeRunner, RetryPolicy, attempt_counts
 from ..judging.failures import PARSE_FAILED, PROMPT_TOO_LONG, TOO_FEW_DISTINCT, TRUNCATED, UNAVAILABLE
 from .penalties import soft_overlong_penalty
 
@@ -27,6 +27,50 @@ logger = logging.getLogger(__name__)
 UNJUDGED_REASONS = (TOO_FEW_DISTINCT, PROMPT_TOO_LONG, PARSE_FAILED, TRUNCATED, UNAVAILABLE)
 # Metric names kept for dashboards made before the vocabulary was shared with the evaluation commands.
 _LEGACY_REASON_METRICS = {UNAVAILABLE: "judge_unavailable"}
+
+
+class JudgeOptions:
+    """What the reward configs share beyond their fields: the engine and the judging core their judge options describe.
+
+    Mixed into :class:`GroupRelativeRewardConfig` and :class:`PairwiseRewardConfig`, which declare the same engine,
+    sampling and retry fields (``judge_model``, ``backend``, ``vllm_*``, ``temperature``, ``max_parse_retries`` ...).
+    """
+
+    def engine_config(self) -> EngineConfig:
+        """The judge engine these fields describe (built by :func:`trl_grrm.engines.build_engine`)."""
+        return EngineConfig(
+            model=self.judge_model,
+            backend=self.backend,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            max_concurrency=self.max_concurrency,
+            request_timeout=self.request_timeout,
+            max_request_retries=self.max_request_retries,
+            request_backoff_seconds=self.request_backoff_seconds,
+            tokenizer=self.judge_tokenizer,
+            tensor_parallel_size=self.vllm_tensor_parallel_size,
+            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            max_model_len=self.vllm_max_model_len,
+            dtype=self.vllm_dtype if self.backend == "vllm" else "auto",
+            enforce_eager=self.vllm_enforce_eager,
+            seed=self.seed or 0,
+            vllm_kwargs=self.vllm_kwargs,
+            batch_size=self.transformers_batch_size,
+            device=self.transformers_device,
+        )
+
+    def judge_runner(self, engine: JudgeEngine) -> JudgeRunner:
+        """The judging core with this config's sampling, retry policy, prompt limit and unavailable policy."""
+        sampling = SamplingSettings(
+            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_judge_tokens, seed=self.seed
+        )
+        return JudgeRunner(
+            engine,
+            RetryPolicy(max_retries=self.max_parse_retries, retry_temperature=self.retry_temperature),
+            sampling,
+            max_prompt_tokens=self.max_judge_prompt_tokens,
+            on_unavailable=self.on_judge_unavailable,
+        )
 
 
 @dataclass

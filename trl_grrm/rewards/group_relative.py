@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..engines import VLLM_MEMORY_SHARE_BESIDE_TRAINING, EngineConfig, JudgeEngine, SamplingSettings
+from ..engines import VLLM_MEMORY_SHARE_BESIDE_TRAINING, JudgeEngine
 from ..formats.gqm import CANDIDATE_IDS
 from ..formats.mt import completion_text, get_extractor
-from ..judging import GQMJudge, JudgeGroup, JudgeRunner, JudgeTask, RetryPolicy, distinct_candidates
+from ..judging import GQMJudge, JudgeGroup, JudgeTask, RetryPolicy, distinct_candidates
 from ..judging.failures import TOO_FEW_DISTINCT
 from ..ranking import tie_rate
 from .base import (
+    JudgeOptions,
     UNJUDGED_REASONS,  # noqa: F401  (kept importable from here)
     GroupJudgingReward,
     _GroupResult as _BaseGroupResult,
@@ -27,7 +28,7 @@ from .base import (
 
 
 @dataclass
-class GroupRelativeRewardConfig:
+class GroupRelativeRewardConfig(JudgeOptions):
     """Every knob of :class:`GroupRelativeRewardFunction`. ``GroupRelativeRewardConfig.grrm_paper()`` gives the
     settings of the GRRM paper's MT GRPO runs.
 
@@ -123,29 +124,6 @@ class GroupRelativeRewardConfig:
             raise ValueError(f"subgroup_coverage must be >= 2, got {self.subgroup_coverage}")
         RetryPolicy(self.max_parse_retries, self.retry_temperature)  # its own range checks, with their messages
 
-    def engine_config(self) -> EngineConfig:
-        """The judge engine these fields describe (built by :func:`trl_grrm.engines.build_engine`)."""
-        return EngineConfig(
-            model=self.judge_model,
-            backend=self.backend,
-            base_url=self.base_url,
-            api_key_env=self.api_key_env,
-            max_concurrency=self.max_concurrency,
-            request_timeout=self.request_timeout,
-            max_request_retries=self.max_request_retries,
-            request_backoff_seconds=self.request_backoff_seconds,
-            tokenizer=self.judge_tokenizer,
-            tensor_parallel_size=self.vllm_tensor_parallel_size,
-            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
-            max_model_len=self.vllm_max_model_len,
-            dtype=self.vllm_dtype if self.backend == "vllm" else "auto",
-            enforce_eager=self.vllm_enforce_eager,
-            seed=self.seed or 0,
-            vllm_kwargs=self.vllm_kwargs,
-            batch_size=self.transformers_batch_size,
-            device=self.transformers_device,
-        )
-
     def judge_format(self) -> GQMJudge:
         """The GQM judge format these fields describe (subgroups per ``max_candidates_per_call`` / ``subgroup_coverage``)."""
         return GQMJudge(
@@ -153,19 +131,6 @@ class GroupRelativeRewardConfig:
             language_names=self.language_names,
             max_candidates_per_call=self.max_candidates_per_call,
             subgroup_coverage=self.subgroup_coverage,
-        )
-
-    def judge_runner(self, engine: JudgeEngine) -> JudgeRunner:
-        """The judging core with this config's sampling, retry policy, prompt limit and unavailable policy."""
-        sampling = SamplingSettings(
-            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_judge_tokens, seed=self.seed
-        )
-        return JudgeRunner(
-            engine,
-            RetryPolicy(max_retries=self.max_parse_retries, retry_temperature=self.retry_temperature),
-            sampling,
-            max_prompt_tokens=self.max_judge_prompt_tokens,
-            on_unavailable=self.on_judge_unavailable,
         )
 
     @classmethod

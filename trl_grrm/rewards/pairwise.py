@@ -10,26 +10,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..engines import VLLM_MEMORY_SHARE_BESIDE_TRAINING, EngineConfig, JudgeEngine, SamplingSettings
+from ..engines import VLLM_MEMORY_SHARE_BESIDE_TRAINING, JudgeEngine
 from ..formats.mt import completion_text, get_extractor
 from ..judging import (
     PAIRWISE_SCHEMES,
     GRAMJudge,
     GRAMR2Judge,
     JudgeGroup,
-    JudgeRunner,
     JudgeTask,
     RetryPolicy,
     distinct_candidates,
 )
 from ..judging.failures import TOO_FEW_DISTINCT
-from .base import GroupJudgingReward, _GroupResult, bad_completion, bad_text_value, batch_problem, missing_column
+from .base import GroupJudgingReward, JudgeOptions, _GroupResult, bad_completion, bad_text_value, batch_problem, missing_column
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PairwiseRewardConfig:
+class PairwiseRewardConfig(JudgeOptions):
     """Every knob of :class:`PairwiseRewardFunction`.
 
     Each completion gets a score in [0, 1], its probability of beating another completion of its group (see
@@ -125,29 +124,6 @@ class PairwiseRewardConfig:
             raise ValueError(f"bradley_terry_prior must be a positive number, got {self.bradley_terry_prior}")
         RetryPolicy(self.max_parse_retries, self.retry_temperature)  # its own range checks, with their messages
 
-    def engine_config(self) -> EngineConfig:
-        """The judge engine these fields describe (built by :func:`trl_grrm.engines.build_engine`)."""
-        return EngineConfig(
-            model=self.judge_model,
-            backend=self.backend,
-            base_url=self.base_url,
-            api_key_env=self.api_key_env,
-            max_concurrency=self.max_concurrency,
-            request_timeout=self.request_timeout,
-            max_request_retries=self.max_request_retries,
-            request_backoff_seconds=self.request_backoff_seconds,
-            tokenizer=self.judge_tokenizer,
-            tensor_parallel_size=self.vllm_tensor_parallel_size,
-            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
-            max_model_len=self.vllm_max_model_len,
-            dtype=self.vllm_dtype if self.backend == "vllm" else "auto",
-            enforce_eager=self.vllm_enforce_eager,
-            seed=self.seed or 0,
-            vllm_kwargs=self.vllm_kwargs,
-            batch_size=self.transformers_batch_size,
-            device=self.transformers_device,
-        )
-
     def judge_format(self) -> GRAMJudge | GRAMR2Judge:
         """The pairwise judge format these fields describe."""
         common = dict(
@@ -159,19 +135,6 @@ class PairwiseRewardConfig:
         judge = GRAMJudge(**common)
         judge.verdict_top_k = self.verdict_top_k
         return judge
-
-    def judge_runner(self, engine: JudgeEngine) -> JudgeRunner:
-        """The judging core with this config's sampling, retry policy, prompt limit and unavailable policy."""
-        sampling = SamplingSettings(
-            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_judge_tokens, seed=self.seed
-        )
-        return JudgeRunner(
-            engine,
-            RetryPolicy(max_retries=self.max_parse_retries, retry_temperature=self.retry_temperature),
-            sampling,
-            max_prompt_tokens=self.max_judge_prompt_tokens,
-            on_unavailable=self.on_judge_unavailable,
-        )
 
 
 def prompt_question(prompt: Any) -> str:
