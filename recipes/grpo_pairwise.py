@@ -1,121 +1,14 @@
 #!/usr/bin/env python
-"""GRPO on general chat data with a pairwise GRAM-style judge (:class:`trl_grrm.rewards.PairwiseRewardFunction`).
+"""GRPO on chat prompts with a pairwise GRAM-style judge as the reward.
 
-The data has a ``prompt`` column (a string or a list of chat messages); the judge compares the completions of each
-group two at a time (``--pairwise_scheme round_robin | bradley_terry | reference``) and each completion's reward is
-its win probability in [0, 1]::
-
-    # judge: a `vllm serve` of a GRAM checkpoint (verdicts from its top_logprobs)
-    accelerate launch recipes/grpo_pairwise.py --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \\
-        --dataset_name trl-lib/ultrafeedback-prompt --judge_model gram --judge_base_url http://judge-host:8000/v1 \\
-        --pairwise_scheme bradley_terry --num_generations 8 --output_dir out
-
-    # judge in-process (vLLM) instead:  --judge_backend vllm --judge_model NiuTrans/GRAM-Qwen3-8B-RewardModel
-    # a reasoning judge (GRAM-R²):       --judge_type gram_r2 --judge_kwargs '{"max_judge_tokens": 2048}'
+A thin launcher of :mod:`trl_grrm.scripts.grpo_pairwise` (``trl-grrm grpo-pairwise``), kept so that multi-process runs can be started
+as ``accelerate launch [--config_file ...] recipes/grpo_pairwise.py [--config CONFIG.yaml] [options]``;
+it behaves exactly as ``trl-grrm grpo-pairwise``. See ``trl-grrm grpo-pairwise --help`` for the options.
 """
 
-from __future__ import annotations
-
-import json
-import os
 import sys
-from dataclasses import dataclass, field
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config  # noqa: E402
-
-from trl_grrm.rewards import PairwiseRewardConfig, PairwiseRewardFunction  # noqa: E402
-
-
-@dataclass
-class PairwiseScriptArguments(ScriptArguments):
-    """``dataset_name``: a hub id, or a local .jsonl/.json/.parquet/.csv file with a ``prompt`` column."""
-
-    judge_model: str | None = field(default=None, metadata={"help": "Judge: the served model name (openai) or a hub id / path (vllm, transformers)."})
-    judge_backend: str | None = field(default=None, metadata={"help": "openai, vllm or transformers (default: openai if judge_base_url is set, else vllm)."})
-    judge_base_url: list[str] | None = field(default=None, metadata={"help": "OpenAI-compatible base URL(s) of the judge server."})
-    judge_type: str = field(default="gram", metadata={"help": "gram (verdict log-probabilities) or gram_r2 (reasoning judge)."})
-    pairwise_scheme: str = field(default="round_robin", metadata={"help": "round_robin, bradley_terry or reference."})
-    reference_column: str | None = field(default=None, metadata={"help": "reference scheme: the column with a reference response (default: a group member)."})
-    judge_kwargs: dict | str | None = field(default=None, metadata={"help": "Any other PairwiseRewardConfig fields, as a mapping or JSON string. Applied last."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
-
-    def __post_init__(self) -> None:
-        if isinstance(self.judge_base_url, str):
-            self.judge_base_url = [self.judge_base_url]
-        if isinstance(self.judge_kwargs, str):
-            self.judge_kwargs = json.loads(self.judge_kwargs) if self.judge_kwargs.strip() else None
-
-
-def make_parser() -> TrlParser:
-    """``TrlParser((PairwiseScriptArguments, GRPOConfig, ModelConfig))``; ``use_cpu`` defaults to true without a GPU."""
-    import torch
-
-    parser = TrlParser((PairwiseScriptArguments, GRPOConfig, ModelConfig))
-    if not torch.cuda.is_available():
-        parser.set_defaults(use_cpu=True)
-    return parser
-
-
-def load_prompts(script_args: PairwiseScriptArguments):
-    """The training split, from a local file or the hub; it must have a ``prompt`` column."""
-    from datasets import load_dataset
-
-    name = script_args.dataset_name
-    suffix = os.path.splitext(name)[1].lstrip(".")
-    if os.path.isfile(name):
-        dataset = load_dataset({"jsonl": "json"}.get(suffix, suffix), data_files=name, split="train")
-    else:
-        dataset = load_dataset(name, script_args.dataset_config, split=script_args.dataset_train_split)
-    if "prompt" not in dataset.column_names:
-        raise ValueError(f"{name} has no 'prompt' column (columns: {dataset.column_names})")
-    if script_args.max_train_samples is not None:
-        dataset = dataset.select(range(min(script_args.max_train_samples, len(dataset))))
-    return dataset
-
-
-def judge_config(script_args: PairwiseScriptArguments, training_args: GRPOConfig) -> PairwiseRewardConfig:
-    backend = script_args.judge_backend or ("openai" if script_args.judge_base_url else "vllm")
-    return PairwiseRewardConfig(
-        judge_model=script_args.judge_model,
-        backend=backend,
-        base_url=script_args.judge_base_url,
-        judge_type=script_args.judge_type,
-        pairwise_scheme=script_args.pairwise_scheme,
-        reference_column=script_args.reference_column,
-        audit_log_path=os.path.join(training_args.output_dir, "judge_audit.jsonl"),
-        **(script_args.judge_kwargs or {}),
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    script_args, training_args, model_args = make_parser().parse_args_and_config(
-        list(sys.argv[1:] if argv is None else argv)
-    )
-    if model_args.model_name_or_path is None:
-        raise SystemExit("grpo_pairwise.py needs --model_name_or_path")
-    if script_args.dataset_name is None or script_args.judge_model is None:
-        raise SystemExit("grpo_pairwise.py needs --dataset_name (a `prompt` column) and --judge_model")
-    dataset = load_prompts(script_args)
-    reward = PairwiseRewardFunction(judge_config(script_args, training_args))
-    trainer = GRPOTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=[reward],
-        args=training_args,
-        train_dataset=dataset,
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.accelerator.print(
-        f"[grpo_pairwise] {len(dataset)} prompts, {script_args.judge_type} judge, scheme {script_args.pairwise_scheme!r}"
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()  # OUTPUT_DIR/trainer_state.json: every logged metric, step by step
-    if trainer.accelerator.is_main_process:
-        print(f"[grpo_pairwise] done. Model: {os.path.abspath(training_args.output_dir)}")
-    return 0
-
+from trl_grrm.scripts.grpo_pairwise import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(prog="recipes/grpo_pairwise.py"))

@@ -1,8 +1,10 @@
 """Shared fixtures and helpers for the tests: one recipe loader, one subprocess runner, one judge-server fixture and
 one free-port helper. Test modules import the helpers with ``from conftest import ...``."""
 
+import importlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -42,15 +44,35 @@ def load_module(path: str | Path, module_name: str) -> ModuleType:
     return module
 
 
+#: recipes/<file>.py -> the package script it launches (trl_grrm.scripts.<module>).
+RECIPE_MODULES = {"grpo_mt": "grpo_mt", "sft_mt": "sft_mt", "sft_grrm": "sft_judge", "rlvr_grrm": "rlvr_judge",
+                  "grpo_pairwise": "grpo_pairwise"}
+
+
 def load_recipe(name: str) -> ModuleType:
-    """Import ``recipes/<name>.py`` (the recipes are scripts, not a package) as module ``recipe_<name>``."""
-    return load_module(REPO / "recipes" / f"{name}.py", f"recipe_{name}")
+    """The package script behind ``recipes/<name>.py`` (``trl_grrm.scripts.<module>``; the recipe files only call
+    its ``run``). ``name`` may be the recipe file's name or the script module's."""
+    return importlib.import_module(f"trl_grrm.scripts.{RECIPE_MODULES.get(name, name)}")
 
 
 def dead_url() -> str:
     """The base URL of a port nothing listened on a moment ago: a judge server that is down. Should another process
     take the port meanwhile, it is still not an OpenAI server for our model, so the tests' outcome is the same."""
     return f"http://127.0.0.1:{free_port()}/v1"
+
+
+def _stop_tree(child: subprocess.Popen) -> None:
+    """SIGTERM first: torchrun/accelerate start each rank in a session of its own and stop them only when they are
+    asked to stop themselves; SIGKILL for whatever of the launcher's group is left after 30 s."""
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait(timeout=30)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        pass
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def run_command(
@@ -64,8 +86,21 @@ def run_command(
     with ``check`` assert that it exited 0, showing the end of its output if not. ``env`` adds to ``os.environ``."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
                 "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}  # fmt: skip
-    proc = subprocess.run(list(map(str, command)), cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout, check=False)  # fmt: skip
+    # Own session: on a timeout the launcher's whole tree goes (subprocess.run would kill only the launcher, leaving
+    # torchrun/accelerate ranks and vLLM engine processes running to starve and fail the tests after this one).
+    with subprocess.Popen(list(map(str, command)), cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as child:  # fmt: skip
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_tree(child)
+            stdout, stderr = child.communicate()
+            raise AssertionError(f"timed out after {timeout} s: {' '.join(map(str, command))}\n"
+                                 + stdout[-3000:] + stderr[-6000:]) from None  # fmt: skip
+        except BaseException:  # Ctrl-C in pytest: stop the tree too, instead of waiting for it
+            _stop_tree(child)
+            raise
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc

@@ -78,10 +78,11 @@ PUBLIC_CONFIGS = [
     "trl_grrm.trainers.JudgeRLVRConfig",
     "trl_grrm.judge_training.RankingRewardConfig",
     "trl_grrm.engines.EngineConfig",
-    "recipes/grpo_mt.py:MTScriptArguments",
-    "recipes/sft_mt.py:SFTMTScriptArguments",
-    "recipes/sft_grrm.py:JudgeSFTScriptArguments",
-    "recipes/rlvr_grrm.py:JudgeRLVRScriptArguments",
+    "trl_grrm.engines.JudgeConfig",
+    "trl_grrm.scripts.grpo_mt.MTScriptArguments",
+    "trl_grrm.scripts.sft_mt.SFTMTScriptArguments",
+    "trl_grrm.scripts.sft_judge.JudgeSFTScriptArguments",
+    "trl_grrm.scripts.rlvr_judge.JudgeRLVRScriptArguments",
 ]
 
 

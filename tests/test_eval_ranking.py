@@ -172,7 +172,7 @@ def test_unparsable_answers_are_retried_hotter_and_counted(ranking_file, tmp_pat
 def test_command_line_errors_return_2(ranking_file, tmp_path, capsys):
     base = ["eval-ranking", "--dataset", str(ranking_file), "--output", str(tmp_path / "x.json"), "--model", "judge"]
     assert cli_main([*base, "--backend", "openai"]) == 2  # no --base-url
-    assert "--base-url" in capsys.readouterr().err
+    assert "judge.base_url" in capsys.readouterr().err
     assert cli_main([*base, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--max-retries", "99"]) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"src_text": "x", "mt_texts": ["a", "b"]}) + "\n")

@@ -50,7 +50,11 @@ def test_every_completion_gets_its_groups_judgment(num_processes, judge_server, 
             group = frame.iloc[start : start + 2]
             texts = [extract_full(completion_text(list(c) if not isinstance(c, str) else c)) for c in group["completion"]]
             distinct = len({" ".join(t.split()) for t in texts if t is not None})
-            for text, reward in zip(texts, group["grrm_judge"]):
+            # Each process logged the judge's view of its own completions: the columns line up row by row.
+            assert [None if t is None or t != t else t for t in group["grrm_judge/translation"]] == texts
+            for text, reward, score in zip(texts, group["grrm_judge"], group["grrm_judge/judge_score"]):
+                if not math.isnan(reward) and text is not None:
+                    assert reward == pytest.approx(score * 0.1)
                 if text is None:
                     assert reward == 0.0
                 elif distinct < 2:

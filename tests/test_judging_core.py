@@ -285,10 +285,10 @@ def test_every_caller_describes_its_engine_with_the_one_config():
 
     reward = GroupRelativeRewardConfig(judge_model="j", backend="openai", base_url="http://h/v1", max_request_retries=5,
                                        request_timeout=30.0, judge_tokenizer="tok")
-    assert reward.engine_config() == EngineConfig(model="j", backend="openai", base_url="http://h/v1",
+    assert reward.engine_config() == EngineConfig(model="j", backend="openai", base_url=["http://h/v1"],
                                                   max_request_retries=5, request_timeout=30.0, tokenizer="tok",
                                                   gpu_memory_utilization=0.3)
-    args = ranking.build_parser().parse_args(["--dataset", "d", "--model", "m", "--tensor-parallel-size", "2"])
+    args = ranking.parse_args(["--dataset", "d", "--judge.model", "m", "--judge.tensor_parallel_size", "2"])
     config = ranking.engine_config(args)
     assert (config.backend, config.tensor_parallel_size, config.gpu_memory_utilization) == ("vllm", 2, 0.9)
     assert isinstance(args, argparse.Namespace)
@@ -317,13 +317,14 @@ def _mt_item(index: int, hypotheses: list[str | None], reference: str | None = N
 
 
 def test_eval_mt_samples_mode_judges_each_distinct_sample_once_and_scores_failed_extractions_zero(tmp_path):
+    from trl_grrm.engines import JudgeConfig
     from trl_grrm.evaluation.mt import JudgeSettings, judge_items
 
     engine = ScriptedEngine(length_gqm)
     items = [_mt_item(0, ["ab", "ab ", None, "abcd"]), _mt_item(1, ["x", " x", None, None])]
     audit = tmp_path / "audit.jsonl"
-    summary = judge_items(items, JudgeSettings(model="judge", base_url=["http://127.0.0.1:9/v1"], mode="samples",
-                                               audit_log=str(audit)), engine=engine)
+    summary = judge_items(items, JudgeSettings(JudgeConfig(model="judge", base_url=["http://127.0.0.1:9/v1"]),
+                                               mode="samples", audit_log=str(audit)), engine=engine)
     # one prompt, two distinct candidates; identical samples share a score, the failed extraction scores 0
     assert len(engine.prompts) == 1 and sorted(parse_gqm_prompt(engine.prompts[0]).candidates) == ["ab", "abcd"]
     assert items[0].judge == {"scores": [2.0, 2.0, 0.0, 4.0]}

@@ -21,7 +21,6 @@ from trl_grrm.data.mt_builders import (
 from trl_grrm.formats.mt import build_mt_prompt
 from trl_grrm.languages import TOWER_LANGUAGES
 
-from conftest import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,7 +171,9 @@ EVAL_ROWS = [
 @pytest.fixture(scope="module")
 def mt_policy(tmp_path_factory) -> str:
     """The recipe's tiny demo policy (a short SFT cold start on the bundled sample): it writes code blocks."""
-    return load_recipe("grpo_mt").prepare_tiny_policy(str(tmp_path_factory.mktemp("policy_cache")), warmup_steps=200)
+    from trl_grrm.embedded import prepare_tiny_policy
+
+    return prepare_tiny_policy(str(tmp_path_factory.mktemp("policy_cache")), warmup_steps=200)
 
 
 @pytest.fixture()

@@ -96,12 +96,30 @@ def check_judged_by_engine(audit: list[dict]) -> None:
 
 def test_embedded_default_python(tmp_path, cache_dir):
     output = run([sys.executable, str(RECIPE)], cwd=tmp_path, cache_dir=cache_dir)
-    assert "JUDGE: STAND-IN (not a GRRM judge)" in output and "--judge_backend openai" in output
+    assert "JUDGE: STAND-IN (not a GRRM judge)" in output and "--judge.base_url http" in output
     output_dir = tmp_path / "outputs" / "grpo-mt-tiny"
     logs, audit = check_run(output, output_dir, steps=12, generations=6)  # steps_per_generation 2
     check_judge_rewards_vary(output_dir, audit)
     assert "stand-in judge" in (output_dir / "README.md").read_text(encoding="utf-8")
     assert any(entry.get("grrm_judge/judge_calls", 0) > 0 for entry in logs)
+
+
+def test_trl_grrm_grpo_mt_with_a_yaml_judge_block(tmp_path, cache_dir):
+    # `trl-grrm grpo-mt` (the package script, in-process) with the judge given as a `judge:` mapping in the YAML:
+    # the block reaches the reward config (answers capped at judge.max_tokens, no re-asks) and the run trains.
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "output_dir: out\nmax_steps: 2\nper_device_train_batch_size: 8\nsteps_per_generation: 1\n"
+        "num_generations: 4\nmax_completion_length: 64\nlogging_steps: 1\nsave_strategy: 'no'\n"
+        "report_to: none\nlog_completions: true\nuse_cpu: true\nbf16: false\n"
+        "judge:\n  backend: standin\n  max_tokens: 48\n  max_parse_retries: 0\n", encoding="utf-8")
+    output = run([sys.executable, "-m", "trl_grrm.cli", "grpo-mt", "--config", str(config)],
+                 cwd=tmp_path, cache_dir=cache_dir)
+    output_dir = tmp_path / "out"
+    logs, audit = check_run(output, output_dir, steps=2)
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert '"max_tokens": 48' in card and '"max_parse_retries": 0' in card and '"num_generations": 4' in card
+    assert all(len(record["attempts"]) <= 1 for record in audit)  # max_parse_retries 0: never re-asked
 
 
 def test_embedded_default_accelerate_launch(tmp_path, cache_dir):
@@ -130,13 +148,13 @@ def test_two_processes_judge_served_by_vllm_serve(tmp_path, cache_dir, tiny_mode
 
     with start_vllm_server(tiny_model_dir, served_model_name="tiny-judge", max_model_len=1024, timeout_s=300) as url:
         output, output_dir = launch_2_processes(
-            ["--judge_backend", "openai", "--judge_base_url", url, "--judge_model", "tiny-judge"], tmp_path, cache_dir
+            ["--judge.backend", "openai", "--judge.base_url", url, "--judge.model", "tiny-judge"], tmp_path, cache_dir
         )
     assert f"judge: tiny-judge via openai at {url}" in output
     logs, audit = check_run(output, output_dir, steps=2)
     check_judged_by_engine(audit)
     assert sum(entry["grrm_judge/judge_calls"] for entry in logs) > 0
-    assert all(entry["grrm_judge/judge_output_tokens"] <= 32 for entry in logs)  # judge_max_tokens of the config
+    assert all(entry["grrm_judge/judge_output_tokens"] <= 32 for entry in logs)  # judge.max_tokens of the config
 
 
 def test_two_processes_in_process_vllm_judge_with_plain_grpo(tmp_path, cache_dir, tiny_model_dir):
@@ -144,9 +162,8 @@ def test_two_processes_in_process_vllm_judge_with_plain_grpo(tmp_path, cache_dir
     output, output_dir = launch_2_processes(
         [
             "--trainer", "grpo",
-            "--judge_backend", "vllm", "--judge_model", tiny_model_dir, "--judge_on", "main_process",
-            "--judge_vllm_max_model_len", "1024",
-            "--judge_kwargs", json.dumps({"vllm_enforce_eager": True, "vllm_dtype": "float32"}),
+            "--judge.backend", "vllm", "--judge.model", tiny_model_dir, "--judge_on", "main_process",
+            "--judge.max_model_len", "1024", "--judge.enforce_eager", "true", "--judge.dtype", "float32",
         ],
         tmp_path, cache_dir,
     )

@@ -457,12 +457,12 @@ def test_grpo_pairwise_recipe_trains_on_chat_prompts(tiny_model_dir, tmp_path):
                             for w in ("hi", "bye", "yes", "no")))
     out = tmp_path / "out"
     with JudgeServer() as server:
-        assert recipe.main([
-            "--model_name_or_path", tiny_model_dir, "--dataset_name", str(data), "--judge_model", "judge",
-            "--judge_base_url", server.base_url, "--pairwise_scheme", "bradley_terry", "--output_dir", str(out),
+        assert recipe.run([
+            "--model_name_or_path", tiny_model_dir, "--dataset_name", str(data), "--judge.model", "judge",
+            "--judge.base_url", server.base_url, "--pairwise_scheme", "bradley_terry", "--output_dir", str(out),
             "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "6",
             "--max_steps", "1", "--report_to", "none", "--save_strategy", "no", "--temperature", "1.5",
-            "--judge_kwargs", '{"max_request_retries": 0}',
+            "--judge.max_request_retries", "0",
         ]) == 0
     records = [json.loads(line) for line in (out / "judge_audit.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["judge"]["scheme"] == "bradley_terry"
@@ -477,8 +477,9 @@ def test_grpo_mt_recipe_takes_a_pairwise_judge(tiny_model_dir, tmp_path):
     with JudgeServer() as server:
         result = run_command(
             [sys.executable, str(REPO / "recipes" / "grpo_mt.py"), "--model_name_or_path", tiny_model_dir, "--trainer", "grpo",
-             "--judge_type", "pairwise", "--pairwise_scheme", "reference", "--judge_model", "judge",
-             "--judge_base_url", server.base_url, "--judge_kwargs", '{"extractor": "full", "max_request_retries": 0}',
+             "--judge_type", "pairwise", "--pairwise_scheme", "reference", "--judge.model", "judge",
+             "--judge.base_url", server.base_url, "--judge.max_request_retries", "0",
+             "--reward_kwargs", '{"extractor": "full"}',
              "--max_train_samples", "4", "--per_device_train_batch_size", "4", "--num_generations", "4",
              "--max_completion_length", "6", "--max_steps", "1", "--report_to", "none", "--save_strategy", "no",
              "--temperature", "1.5", "--output_dir", str(out)],
@@ -495,8 +496,9 @@ def test_grpo_mt_stand_in_answers_gram_prompts_by_chrf_against_the_reference():
 
     from trl_grrm.formats import build_gram_prompt
 
-    recipe = load_recipe("grpo_mt")
-    server = recipe._stand_in_server_class()({("Hello world.", "German"): "Hallo Welt."}, port=0)
+    from trl_grrm.testing.standin_judge import standin_server_class
+
+    server = standin_server_class()({("Hello world.", "German"): "Hallo Welt."}, port=0)
     try:
         question = "Translate the following text from English to German.\nHello world."
         logprobs = server.gram_verdict_logprobs(build_gram_prompt(question, "Hallo Welt.", "Guten Tag."))

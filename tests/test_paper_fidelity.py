@@ -132,7 +132,7 @@ def parsed_paper_configs() -> dict:
         ["--config", str(CONFIGS / "rlvr_grrm_full.yaml")] + cpu)
     return {
         "grpo": grpo_args, "grpo_raw": grpo_raw, "deepspeed": deepspeed,
-        "reward": grpo.reward_config(grpo_args[0], grpo_args[1], grpo_args[0].judge_base_url),
+        "reward": grpo.reward_config(grpo_args[0], grpo_args[1]),
         "sft_mt": sft_mt, "sft_mt_processes": sft_mt_raw["expected_num_processes"],
         "sft_grrm": sft_grrm, "rlvr": rlvr, "eval": eval_mt.PAPER_PRESET,
         "llm_judge": eval_mt.LLMJudgeSettings(model="unset"),
@@ -239,7 +239,7 @@ def fidelity_rows(c: dict) -> list[tuple[str, str, object, object, str | None]]:
          f"{'greedy' if reward.temperature == 0 else reward.temperature} / {reward.max_judge_tokens}", None),
         ("MT GRPO", "judge prompt limit (tokens)", 2048, reward.max_judge_prompt_tokens, None),
         ("MT GRPO", "judge re-asks for unparsable answers", 0, reward.max_parse_retries,
-         "the paper lost those groups' signal; re-asks at temperature 1 can recover it (`judge_max_parse_retries: 0` "
+         "the paper lost those groups' signal; re-asks at temperature 1 can recover it (`judge: {max_parse_retries: 0}` "
          "restores the paper's behaviour)"),
         ("MT GRPO", "translation extractor", "one code block, at the end", reward.extractor, None),
         # evaluation (trl-grrm eval-mt --paper)
@@ -250,7 +250,7 @@ def fidelity_rows(c: dict) -> list[tuple[str, str, object, object, str | None]]:
         ("MT eval", "translation extractor", "ends with a code block (any number before it)", ev["extractor"],
          "the training reward's rule, so eval and training agree on what a translation is"),
         ("MT eval", "LLM judge", "GEMBA-SQM with reference (gpt-oss-120b in the code, DeepSeek-R1-0528 in the tables)",
-         "GEMBA-SQM-style prompt with reference, any model (--llm-judge-model)",
+         "GEMBA-SQM-style prompt with reference, any model (--llm_judge.model)",
          "the exact official prompt text is not available to this project; ours is written from its description"),
         ("MT eval", "LLM judge temperature / top_p / re-asks", "0.4 / 0.7 / 6",
          f"{_fmt(c['llm_judge'].temperature)} / {_fmt(c['llm_judge'].top_p)} / {c['llm_judge'].max_retries}", None),
@@ -390,7 +390,7 @@ def test_paper_preset_keeps_explicit_options():
     assert (args.max_new_tokens, args.runs) == (512, 2)  # set on the command line: kept
     assert (args.temperature, args.extractor, args.bleurt_checkpoint) == (0.0, "codeblock_strict", "BLEURT-20")
     assert PAPER_PRESET["max_new_tokens"] == 8192 and PAPER_PRESET["runs"] == 4
-    assert sorted(notes) == ["--paper: --bleurt-checkpoint BLEURT-20", "--paper: --extractor codeblock_strict"]
+    assert sorted(notes) == ["--paper: --bleurt_checkpoint BLEURT-20", "--paper: --extractor codeblock_strict"]
     apply_paper_preset(args, [])  # nothing explicit: the paper's values
     assert (args.max_new_tokens, args.runs) == (8192, 4)
 

@@ -46,12 +46,17 @@ def test_grpo_config_parses_with_the_recipe_parser(path, grpo_recipe):
     assert isinstance(training_args, GSPOConfig)
     assert script_args.prompt_style == "codeblock-think"
     raw = _yaml(path)
-    for key in ("judge_backend", "trainer", "prompt_style"):
+    for key in ("trainer", "prompt_style"):
         if key in raw:
             assert getattr(script_args, key) == raw[key]
-    # the judge reward config the recipe would build is valid
-    config = grpo_recipe.reward_config(script_args, training_args, script_args.judge_base_url or ["http://x:1/v1"])
-    assert config.num_generations is None  # read from the trainer
+    for key, value in raw.get("judge", {}).items():  # the nested `judge:` block
+        assert getattr(script_args.judge, key) == value
+    # the judge reward config the recipe would build is valid, and gets the group size from the config
+    base_url = None if script_args.judge.base_url else ["http://x:1/v1"]
+    config = grpo_recipe.reward_config(script_args, training_args, base_url)
+    assert config.num_generations == training_args.num_generations
+    for key, value in raw.get("judge", {}).items():  # what the config sets wins over the preset
+        assert getattr(config.judge, key) == value
 
 
 def test_sft_config_parses_with_the_recipe_parser(sft_recipe):
@@ -143,17 +148,18 @@ def test_gpu_config_batch_arithmetic_and_deepspeed(path, grpo_recipe):
         assert args.vllm_server_base_url
     else:
         assert args.vllm_max_model_length >= 1280 + 4096
-    assert script_args.judge_backend == "openai" and script_args.judge_base_url
+    assert script_args.judge.backend == "openai" and script_args.judge.base_url
     assert script_args.judge_preset == "paper"
 
     # the paper's reward, through the recipe's own builder
-    reward = grpo_recipe.reward_config(script_args, args, script_args.judge_base_url)
+    reward = grpo_recipe.reward_config(script_args, args)
     assert (reward.score_scale, reward.invalid_completion_reward) == (0.01, -0.04)
     # unjudged groups: the official parse-failure values (docs/reproduction.md)
     assert reward.unjudged_reward == pytest.approx(-0.0004) and reward.unjudged_overlong_penalty is True
     assert (reward.overlong_max_tokens, reward.overlong_buffer_tokens, reward.overlong_penalty) == (4096, 2048, 0.04)
-    assert reward.temperature == 0.0 and reward.max_parse_retries >= 1
-    assert reward.max_judge_prompt_tokens == 2048 and reward.extractor == "codeblock_strict"
+    assert reward.judge.temperature == 0.0 and reward.judge.max_parse_retries >= 1
+    assert reward.judge.max_prompt_tokens == 2048 and reward.extractor == "codeblock_strict"
+    assert reward.judge.tokenizer == "double7/Qwen2.5-7B-GRRM" and reward.num_generations == 4
 
     stage = 2 if model_args.use_peft else 3
     _check_accelerate_config(REPO / raw["accelerate_config"], n, expect_stage=stage)
@@ -211,14 +217,17 @@ def test_launch_on_other_process_counts_fails_fast(grpo_recipe):
 def test_embedded_defaults_without_config(grpo_recipe):
     script_args, args, model_args = grpo_recipe.parse_args([])
     assert model_args.model_name_or_path is None  # -> the tiny demo policy
-    assert script_args.judge_backend == "standin" and script_args.dataset_name is None
+    assert script_args.judge.backend == "standin" and script_args.dataset_name is None
     assert args.max_steps == grpo_recipe.EMBEDDED_DEFAULTS["max_steps"]
     assert (args.per_device_train_batch_size * args.steps_per_generation) % args.num_generations == 0
     # the command line still overrides them, and a real judge is picked up from its URL
-    script_args, args, _ = grpo_recipe.parse_args(["--max_steps", "3", "--judge_base_url", "http://h:8001/v1"])
-    assert args.max_steps == 3 and script_args.judge_backend == "openai"
-    with pytest.raises(ValueError, match="judge_backend"):
-        grpo_recipe.parse_args(["--judge_backend", "nope"])
+    script_args, args, _ = grpo_recipe.parse_args(["--max_steps", "3", "--judge.base_url", "http://h:8001/v1"])
+    assert args.max_steps == 3 and script_args.judge.backend == "openai"
+    with pytest.raises(ValueError, match="judge backend must be one of"):
+        grpo_recipe.parse_args(["--judge.backend", "nope"])
+    # the old flat spellings fail with the new one in the message
+    with pytest.raises(ValueError, match=r"judge_backend -> judge\.backend"):
+        grpo_recipe.parse_args(["--judge_backend", "openai"])
 
 
 @pytest.mark.parametrize("name", ["rlvr_grrm_full.yaml", "rlvr_grrm_lora.yaml"])

@@ -39,3 +39,16 @@ def all_gather_objects(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def end_training(trainer: Any) -> None:
+    """Finish a script's trainer so every process leaves the process group before the interpreter exits.
+
+    transformers >= 5.18 has ``Trainer.end()`` (trackers, then the group); older ones get accelerate's
+    ``end_training()``, which destroys the group only where there is one. A rank that exits with gloo's threads
+    still attached tears them down during interpreter finalisation, which was seen to abort a finished 2-process run.
+    """
+    if hasattr(trainer, "end"):
+        trainer.end()
+    else:
+        trainer.accelerator.end_training()

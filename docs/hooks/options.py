@@ -2,8 +2,8 @@
 
 A page line ``<!-- options: trl_grrm.rewards.GroupRelativeRewardConfig -->`` becomes a table with one row per field
 (name, default, the field's ``metadata["help"]``). ``<!-- options: trl_grrm.trainers.GSPOConfig own -->`` lists only
-the fields the class declares itself, with the parent class's default next to its own. A class in a recipe script
-is named by path: ``<!-- options: recipes/grpo_mt.py:MTScriptArguments own -->``.
+the fields the class declares itself, with the parent class's default next to its own. A class in a script outside
+the package is named by path: ``<!-- options: path/to/script.py:ScriptArguments own -->``.
 
 The tables are rendered at build time from the code, so they cannot go stale; ``tests/test_docs.py`` imports this
 module to check that every public config has a table somewhere in the docs.

@@ -76,6 +76,9 @@ def main() -> None:
         grads[name] = grad / world  # DDP averages gradients over processes
     if trainer.accelerator.is_main_process:
         torch.save({"grads": grads, "num_pos_seqs_in_batch": inputs["num_pos_seqs_in_batch"]}, cli.result)
+    # Every rank leaves the process group before the interpreter exits, as the recipes do.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

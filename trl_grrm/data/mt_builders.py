@@ -278,22 +278,25 @@ def main(argv: list[str] | None = None) -> int:
                         "Default: the sample bundled with trl-grrm.")
     parser.add_argument("output", help="Output file: .parquet or .jsonl")
     parser.add_argument("--split", default="train", help="Split to read from a folder or hub dataset")
-    parser.add_argument("--config", default=None, help="Dataset configuration name (hub datasets)")
+    parser.add_argument("--dataset_config", default=None, help="Dataset configuration name (hub datasets)")
     parser.add_argument("--style", default="codeblock-think", choices=sorted(MT_PROMPT_TEMPLATES),
                         help="MT prompt style")
     parser.add_argument("--sft", action="store_true", help="Build SFT conversations from the response column")
-    parser.add_argument("--response-column", default="response", help="SFT: column holding the assistant response")
+    parser.add_argument("--response_column", default="response", help="SFT: column holding the assistant response")
     parser.add_argument("--cla", action="store_true", help="GRPO: add Cross-Lingual Augmentation rows")
-    parser.add_argument("--cla-num-targets", type=int, default=1, help="CLA: new target languages per row")
-    parser.add_argument("--cla-languages", default=",".join(TOWER_LANGUAGES),
+    parser.add_argument("--cla_num_targets", type=int, default=1, help="CLA: new target languages per row")
+    parser.add_argument("--cla_languages", default=",".join(TOWER_LANGUAGES),
                         help="CLA: comma-separated pool of target languages")
     parser.add_argument("--seed", type=int, default=0, help="CLA: random seed")
-    parser.add_argument("--max-rows", type=int, default=None, help="Use only the first N input rows")
-    args = parser.parse_args(argv)
+    parser.add_argument("--max_rows", type=int, default=None, help="Use only the first N input rows")
+    from ..scripts.parsing import add_config_argument, parse_with_config
+
+    add_config_argument(parser)
+    args = parse_with_config(parser, list(sys.argv[1:] if argv is None else argv))
 
     if args.sft and args.cla:
         parser.error("--cla applies to GRPO data; the SFT builder keeps each row's own direction")
-    rows = load_mt_rows(args.input, split=args.split, config=args.config)
+    rows = load_mt_rows(args.input, split=args.split, config=args.dataset_config)
     if args.sft:
         dataset = build_mt_sft_dataset(rows, args.style, args.response_column, max_rows=args.max_rows)
         kind = "SFT"

@@ -10,7 +10,7 @@ from .base import (
     Messages,
     SamplingSettings,
 )
-from .config import VLLM_MEMORY_SHARE, VLLM_MEMORY_SHARE_BESIDE_TRAINING, EngineConfig, build_engine
+from .config import VLLM_MEMORY_SHARE, VLLM_MEMORY_SHARE_BESIDE_TRAINING, EngineConfig, JudgeConfig, build_engine
 from .openai_engine import OpenAIEngine
 from .transformers_engine import TransformersEngine
 from .vllm_engine import VLLMEngine
@@ -22,6 +22,7 @@ __all__ = [
     "VLLM_MEMORY_SHARE",
     "VLLM_MEMORY_SHARE_BESIDE_TRAINING",
     "EngineConfig",
+    "JudgeConfig",
     "JudgeConfigurationError",
     "JudgeEngine",
     "JudgeOutput",

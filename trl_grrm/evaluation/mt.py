@@ -68,6 +68,8 @@ from pathlib import Path
 from typing import Any
 
 from ..engines.base import JudgeConfigurationError
+from ..engines.config import JudgeConfig
+from ..scripts.parsing import add_config_argument, add_nested_arguments, apply_aliases, parse_with_config
 from ..formats.mt import DEFAULT_EXTRACTOR, MT_PROMPT_TEMPLATES, build_mt_prompt, get_extractor
 from ..judging.failures import JUDGE_FAILURES, TOO_FEW_DISTINCT, describe_failures
 
@@ -392,14 +394,17 @@ def llm_judge_scores(items: Sequence[EvalItem], settings: LLMJudgeSettings,
 
 @dataclass
 class JudgeSettings:
-    model: str
-    backend: str = "openai"
-    base_url: list[str] | None = None
+    """The GRRM judge of ``eval-mt``: ``judge`` (engine, sampling, re-asks; a vLLM judge gets the GPU to itself unless
+    ``judge.gpu_memory_utilization`` is set), how it is asked (``mode``), its audit log, and ``extra``
+    :class:`~trl_grrm.rewards.GroupRelativeRewardConfig` fields (``--reward_kwargs``).
+
+    Example:
+        >>> JudgeSettings(JudgeConfig(model="grrm", base_url=["http://judge:8000/v1"]), mode="samples").judge.backend
+        'openai'
+    """
+
+    judge: JudgeConfig
     mode: str = "reference"
-    temperature: float = 0.0
-    max_tokens: int = 4096
-    max_parse_retries: int = 2
-    seed: int = 0
     audit_log: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -422,19 +427,16 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings, engine: Any 
     if settings.mode == "samples":
         size = len(items[0].hypotheses) if items else 0
         if size < 2:
-            raise ValueError("--judge-mode samples needs --num-samples >= 2")
+            raise ValueError("--judge_mode samples needs --num_samples >= 2")
         eligible = list(items)
     else:
         eligible = [item for item in items if item.reference is not None]
-    config = GroupRelativeRewardConfig(**{
-        "judge_model": settings.model, "backend": settings.backend, "base_url": settings.base_url,
-        "temperature": settings.temperature, "max_judge_tokens": settings.max_tokens,
-        "max_parse_retries": settings.max_parse_retries, "seed": settings.seed, "name": "grrm_eval_judge",
-        "audit_log_path": settings.audit_log,
-        # The judge runs after generation, with the GPU to itself (the reward function's default shares it).
-        "vllm_gpu_memory_utilization": VLLM_MEMORY_SHARE,
-        **settings.extra,
-    })  # fmt: skip
+    judge = settings.judge
+    # The judge runs after generation, with the GPU to itself (the reward function's default shares it).
+    judge = dataclasses.replace(judge, gpu_memory_utilization=judge.gpu_memory_utilization or VLLM_MEMORY_SHARE)
+    config = GroupRelativeRewardConfig(judge=judge, name="grrm_eval_judge", audit_log_path=settings.audit_log,
+                                       **settings.extra)
+    seed = config.judge.seed or 0
     counts = {"judged_groups": 0, "unjudged_groups": 0, "ties_identical": 0, "extraction_failed": 0}
     reasons: dict[str, int] = dict.fromkeys((*JUDGE_FAILURES, TOO_FEW_DISTINCT), 0)
     # Per asked item: its candidates, each candidate's index among the distinct ones (None: failed extraction),
@@ -457,7 +459,7 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings, engine: Any 
         task = None
         if len(distinct) >= 2:
             order = list(range(len(distinct)))
-            random.Random(f"{settings.seed}-{item.index}").shuffle(order)  # position-bias control, seeded per item
+            random.Random(f"{seed}-{item.index}").shuffle(order)  # position-bias control, seeded per item
             task = JudgeTask(JudgeGroup(item.src_text, distinct, item.src_lang, item.trg_lang, key=item.index), order)
         asked.append((item, candidates, members, task))
     tasks = [task for *_, task in asked if task is not None]
@@ -507,9 +509,9 @@ def judge_items(items: Sequence[EvalItem], settings: JudgeSettings, engine: Any 
     attempts = attempt_counts([a for task in tasks for r in task.requests for a in r.attempts])
     return {
         "mode": settings.mode,
-        "model": settings.model,
-        "backend": settings.backend,
-        "base_url": settings.base_url,
+        "model": config.judge.model,
+        "backend": config.judge.backend,
+        "base_url": config.judge.base_url,
         **counts,
         # Why groups got no scores, in the vocabulary of eval-ranking and the reward's metrics.
         "failures": {reason: reasons[reason] for reason in JUDGE_FAILURES},
@@ -789,8 +791,9 @@ def apply_paper_preset(args: argparse.Namespace, argv: Sequence[str]) -> list[st
     """
     notes = []
     for key, value in PAPER_PRESET.items():
-        flag = "--" + key.replace("_", "-")
-        if any(token == flag or token.startswith(flag + "=") for token in argv):
+        flag = "--" + key
+        spellings = (flag, "--" + key.replace("_", "-"))  # the hyphenated spelling is still accepted
+        if any(token == f or token.startswith(f + "=") for token in argv for f in spellings):
             continue
         if getattr(args, key) != value:
             setattr(args, key, value)
@@ -836,8 +839,32 @@ def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``trl-grrm eval-mt``."""
+#: The LLM judge's defaults: the paper's evaluation sampling (see :class:`LLMJudgeSettings`).
+LLM_JUDGE_DEFAULTS: dict[str, Any] = {"temperature": 0.4, "top_p": 0.7, "max_tokens": 8192, "max_parse_retries": 6}
+
+#: eval-mt's flags from before the nested judge options, still accepted (hidden from --help).
+LEGACY_FLAGS: dict[str, str] = {
+    "--judge_model": "--judge.model", "--judge_backend": "--judge.backend", "--judge_base_url": "--judge.base_url",
+    "--judge_temperature": "--judge.temperature", "--judge_max_tokens": "--judge.max_tokens",
+    "--judge_max_parse_retries": "--judge.max_parse_retries", "--judge_kwargs": "--reward_kwargs",
+    "--llm_judge_model": "--llm_judge.model", "--llm_judge_backend": "--llm_judge.backend",
+    "--llm_judge_base_url": "--llm_judge.base_url", "--llm_judge_temperature": "--llm_judge.temperature",
+    "--llm_judge_top_p": "--llm_judge.top_p", "--llm_judge_max_tokens": "--llm_judge.max_tokens",
+    "--llm_judge_max_retries": "--llm_judge.max_parse_retries",
+}  # fmt: skip
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    return parse_with_config(parser, argv, nested={"judge": JudgeConfig, "llm_judge": JudgeConfig},
+                             aliases=LEGACY_FLAGS, nested_defaults={
+                                 "judge": {"seed": lambda namespace: namespace.seed},
+                                 "llm_judge": {**LLM_JUDGE_DEFAULTS, "seed": lambda namespace: namespace.seed},
+                             })  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``trl-grrm eval-mt`` parser (read it with :func:`parse_args`, which applies ``--config`` and builds the
+    ``judge`` and ``llm_judge`` configs)."""
     parser = argparse.ArgumentParser(
         prog="trl-grrm eval-mt",
         description="Translate a test set with a model and score it per language pair: BLEU and chrF++ "
@@ -847,77 +874,88 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="Test data: .jsonl/.json/.parquet/.csv file, folder or hub id "
                         "(columns src_text, src_lang, trg_lang, optional trg_text). Default: the bundled sample")
     parser.add_argument("--split", default="test", help="Split for folders / hub datasets (falls back to train)")
-    parser.add_argument("--max-rows", type=int, default=None)
+    parser.add_argument("--max_rows", type=int, default=None)
     parser.add_argument("--style", default="codeblock-think", choices=sorted(MT_PROMPT_TEMPLATES))
     parser.add_argument("--extractor", default=None, help="Translation extractor (default: the style's)")
     parser.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers"],
                         help="auto: vllm when a GPU and vllm are available, else transformers")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--num-samples", type=int, default=1, help="Answers per source (the first is scored)")
+    parser.add_argument("--num_samples", type=int, default=1, help="Answers per source (the first is scored)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=16, help="transformers engine batch size")
+    parser.add_argument("--top_p", type=float, default=1.0)
+    parser.add_argument("--max_new_tokens", type=int, default=2048)
+    parser.add_argument("--batch_size", type=int, default=16, help="transformers engine batch size")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-chat-template", action="store_true", help="Send the raw prompt (base models)")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm engine")
-    parser.add_argument("--max-model-len", type=int, default=None, help="vllm engine")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm engine")
-    parser.add_argument("--enforce-eager", action="store_true", help="vllm engine")
-    parser.add_argument("--comet-model", default=DEFAULT_COMET_MODEL, help="COMET checkpoint (hub id or path)")
-    parser.add_argument("--no-comet", action="store_true")
-    parser.add_argument("--judge-model", default=None, help="GRRM judge (served name for openai)")
-    parser.add_argument("--judge-backend", default="openai", choices=["openai", "vllm", "transformers"])
-    parser.add_argument("--judge-base-url", action="append", default=None,
-                        help="Judge server base URL, e.g. http://host:8001/v1 (repeatable)")
-    parser.add_argument("--judge-mode", default="reference", choices=["reference", "samples"])
-    parser.add_argument("--judge-temperature", type=float, default=0.0)
-    parser.add_argument("--judge-max-tokens", type=int, default=4096)
-    parser.add_argument("--judge-max-parse-retries", type=int, default=2)
-    parser.add_argument("--judge-kwargs", default=None, help="JSON: more GroupRelativeRewardConfig fields")
+    parser.add_argument("--no_chat_template", action="store_true", help="Send the raw prompt (base models)")
+    parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vllm engine")
+    parser.add_argument("--max_model_len", type=int, default=None, help="vllm engine")
+    parser.add_argument("--gpu_memory_utilization", type=float, default=0.9, help="vllm engine")
+    parser.add_argument("--enforce_eager", action="store_true", help="vllm engine")
+    parser.add_argument("--comet_model", default=DEFAULT_COMET_MODEL, help="COMET checkpoint (hub id or path)")
+    parser.add_argument("--no_comet", action="store_true")
+    parser.add_argument("--judge_mode", default="reference", choices=["reference", "samples"],
+                        help="GRRM judge (judge.model set): each hypothesis against its reference, or the samples "
+                        "of each source against each other")
+    parser.add_argument("--reward_kwargs", default=None, type=json.loads, metavar="JSON",
+                        help="GRRM judge: more GroupRelativeRewardConfig fields, e.g. '{\"shuffle_candidates\": true}'")
     parser.add_argument("--output", default=None, help="Write the results (with every hypothesis) to this JSON file")
     parser.add_argument("--paper", action="store_true",
-                        help="The GRRM paper's protocol where not set explicitly: greedy, --max-new-tokens 8192, the "
+                        help="The GRRM paper's protocol where not set explicitly: greedy, --max_new_tokens 8192, the "
                         "strict one-code-block extractor, --runs 4, BLEURT-20 (docs/reproduction.md)")
     parser.add_argument("--runs", type=int, default=1,
                         help="Generate and score this many times (seeds seed, seed+1, ...); the metrics are the "
                         "means over runs, with each run's numbers and the standard deviation in the JSON")
-    parser.add_argument("--bleurt-checkpoint", default=None,
+    parser.add_argument("--bleurt_checkpoint", default=None,
                         help="Local BLEURT checkpoint folder (e.g. BLEURT-20); needs Google's bleurt package")
-    parser.add_argument("--llm-judge-model", default=None,
-                        help="Reference-based LLM judge, GEMBA-SQM style 0-100 (served name for openai)")
-    parser.add_argument("--llm-judge-backend", default="openai", choices=["openai", "vllm", "transformers"])
-    parser.add_argument("--llm-judge-base-url", action="append", default=None,
-                        help="LLM judge server base URL (repeatable)")
-    parser.add_argument("--llm-judge-temperature", type=float, default=0.4, help="the paper's: 0.4")
-    parser.add_argument("--llm-judge-top-p", type=float, default=0.7, help="the paper's: 0.7")
-    parser.add_argument("--llm-judge-max-tokens", type=int, default=8192)
-    parser.add_argument("--llm-judge-max-retries", type=int, default=6, help="Re-asks for unparsable answers")
-    args = parser.parse_args(argv)
+    # The GRRM judge (--judge.*) and the GEMBA-SQM LLM judge (--llm_judge.*): trl_grrm.engines.JudgeConfig each.
+    add_nested_arguments(parser, "judge", JudgeConfig)
+    add_nested_arguments(parser, "llm_judge", JudgeConfig)
+    add_config_argument(parser)
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse an ``eval-mt`` command line (and its ``--config`` YAML): ``args.judge`` (the GRRM judge) and
+    ``args.llm_judge`` are :class:`~trl_grrm.engines.JudgeConfig` (their seed defaults to ``--seed``; the LLM
+    judge's sampling to :data:`LLM_JUDGE_DEFAULTS`). Raises ``ValueError`` for a judge that cannot work.
+
+    Example:
+        >>> args = parse_args(["--model", "m", "--judge.model", "grrm", "--judge.base_url", "http://h/v1"])
+        >>> args.judge.backend, args.llm_judge.temperature, args.llm_judge.model
+        ('openai', 0.4, None)
+    """
+    return _parse(build_parser(), list(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``trl-grrm eval-mt``."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parse(parser, argv)
+    except ValueError as error:  # a judge option that cannot work (e.g. openai without a base_url)
+        print(f"trl-grrm eval-mt: error: {error}", file=sys.stderr)
+        return 2
     if args.paper:
-        for note in apply_paper_preset(args, sys.argv[1:] if argv is None else argv):
+        for note in apply_paper_preset(args, apply_aliases(argv, LEGACY_FLAGS)):
             print(note)
     if args.runs < 1:
         parser.error(f"--runs must be >= 1, got {args.runs}")
     llm_judge = None
-    if args.llm_judge_model:
+    if args.llm_judge.model:
+        j = args.llm_judge
         llm_judge = LLMJudgeSettings(
-            model=args.llm_judge_model, backend=args.llm_judge_backend, base_url=args.llm_judge_base_url,
-            temperature=args.llm_judge_temperature, top_p=args.llm_judge_top_p, max_tokens=args.llm_judge_max_tokens,
-            max_retries=args.llm_judge_max_retries, seed=args.seed,
+            model=j.model, backend=j.backend, base_url=j.base_url, temperature=j.temperature, top_p=j.top_p,
+            max_tokens=j.max_tokens, max_retries=j.max_parse_retries, retry_temperature=j.retry_temperature,
+            seed=j.seed or 0,
         )
 
     vllm_kwargs = dict(tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
                        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager)
     judge = None
-    if args.judge_model:
+    if args.judge.model:
         audit = str(Path(args.output).with_suffix(".judge_audit.jsonl")) if args.output else None
-        judge = JudgeSettings(
-            model=args.judge_model, backend=args.judge_backend, base_url=args.judge_base_url, mode=args.judge_mode,
-            temperature=args.judge_temperature, max_tokens=args.judge_max_tokens,
-            max_parse_retries=args.judge_max_parse_retries, seed=args.seed, audit_log=audit,
-            extra=json.loads(args.judge_kwargs) if args.judge_kwargs else {},
-        )
+        judge = JudgeSettings(args.judge, mode=args.judge_mode, audit_log=audit, extra=args.reward_kwargs or {})
     generation = GenerationSettings(
         num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,

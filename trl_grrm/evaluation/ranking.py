@@ -57,6 +57,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import inspect
 import json
@@ -70,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import engines
-from ..engines import VLLM_MEMORY_SHARE, EngineConfig, JudgeConfigurationError, JudgeEngine, SamplingSettings
+from ..engines import VLLM_MEMORY_SHARE, EngineConfig, JudgeConfig, JudgeConfigurationError, JudgeEngine, SamplingSettings
 from ..judge_training.rewards import relation_agreement
 from ..judging import (
     JUDGE_FORMATS,
@@ -86,6 +87,7 @@ from ..judging import (
 )
 from ..judging.failures import JUDGE_FAILURES, PARSE_FAILED, PROMPT_TOO_LONG, TRUNCATED, UNAVAILABLE, describe_failures
 from ..ranking import pairwise_relations, tie_rate
+from ..scripts.parsing import add_config_argument, add_nested_arguments, parse_with_config
 
 RANKING_COLUMNS = ("src_text", "src_lang", "trg_lang", "mt_texts", "scores")
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
@@ -641,90 +643,80 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", required=True, help="A .parquet/.jsonl/.json/.csv file, a folder with "
                       "<split>.parquet|jsonl|json, or a hub dataset id.")  # fmt: skip
     data.add_argument("--split", default="test", help="Split to evaluate (folders and hub datasets). Default: test.")
-    data.add_argument("--dataset-config", default=None, help="Hub dataset configuration name.")
+    data.add_argument("--dataset_config", default=None, help="Hub dataset configuration name.")
     data.add_argument("--limit", type=int, default=None, help="Evaluate only the first N groups.")
     data.add_argument("--preferences", action="store_true",
                       help="The dataset is a preference file (columns prompt, chosen, rejected; optional subset, "
                       "src_lang, trg_lang): every pair is judged in both orders and the report gives accuracy, "
                       "inconsistency and position bias per subset.")  # fmt: skip
 
-    judge = parser.add_argument_group("judge")
-    judge.add_argument("--judge", choices=sorted(JUDGES), default="gqm",
+    judge = parser.add_argument_group("judge format")
+    judge.add_argument("--judge_format", choices=sorted(JUDGES), default="gqm",
                        help="gqm: group-wise GRRM prompt (one per group, or per subgroup); sqm: pointwise 0-10 "
                        "prompt (one per candidate); gram / gram_r2: pairwise (round robin). Default: gqm.")  # fmt: skip
-    judge.add_argument("--max-candidates-per-call", type=int, default=4,
+    judge.add_argument("--max_candidates_per_call", type=int, default=4,
                        help="gqm: larger groups are judged in overlapping subgroups of this size (0: the whole "
                        "group in one prompt). Default 4, the largest group GRRM was trained on.")  # fmt: skip
-    judge.add_argument("--subgroup-coverage", type=int, default=2,
+    judge.add_argument("--subgroup_coverage", type=int, default=2,
                        help="gqm: subgroups each candidate appears in when a group is split (>= 2). Default 2.")
-    judge.add_argument("--ranking-mismatch", choices=["count", "fail"], default="count",
+    judge.add_argument("--ranking_mismatch", choices=["count", "fail"], default="count",
                        help="gqm: an answer whose ranking line contradicts its scores is only recorded (count) or "
                        "treated as unparsable (fail).")  # fmt: skip
-    judge.add_argument("--backend", choices=["vllm", "openai", "transformers"], default="vllm")
-    judge.add_argument("--model", required=True, help="Hub id or local path (vllm, transformers) or the served model "
-                       "name (openai).")  # fmt: skip
-    judge.add_argument("--base-url", action="append", default=None,
-                       help="openai: server base URL, e.g. http://host:8000/v1 (repeat to spread requests).")
-    judge.add_argument("--api-key-env", default="JUDGE_API_KEY",
-                       help="openai: environment variable with the API key (default JUDGE_API_KEY; unset: EMPTY).")
-    judge.add_argument("--max-concurrency", type=int, default=64, help="openai: concurrent requests.")
-    judge.add_argument("--request-timeout", type=float, default=600.0, help="openai: seconds per request attempt.")
-    judge.add_argument("--request-retries", type=int, default=3,
-                       help="openai: retries of a request that failed (connection error, timeout, 5xx, malformed "
-                       "reply), with exponential backoff, on the next URL. Default 3.")
-    judge.add_argument("--request-backoff", type=float, default=1.0,
-                       help="openai: seconds before the first retry; doubles on each retry. Default 1.0.")
-    judge.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm")
-    judge.add_argument("--gpu-memory-utilization", type=float, default=VLLM_MEMORY_SHARE,
-                       help=f"vllm: share of GPU memory for the judge. Default {VLLM_MEMORY_SHARE}.")
-    judge.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + answer).")
-    judge.add_argument("--dtype", default="auto", help="vllm / transformers weights dtype.")
-    judge.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs.")
-    judge.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call.")
-    judge.add_argument("--device", default=None, help="transformers: torch device.")
 
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--temperature", type=float, default=0.0, help="First-attempt temperature (0 = greedy).")
-    sampling.add_argument("--top-p", type=float, default=1.0)
-    sampling.add_argument("--max-tokens", type=int, default=4096, help="Longest judge answer in tokens.")
-    sampling.add_argument("--max-retries", type=int, default=2,
-                          help=f"Re-asks of answers that do not parse (0-{MAX_RETRIES_LIMIT}). Default 2.")
-    sampling.add_argument("--retry-temperature", type=float, default=1.0,
-                          help="Temperature of the re-asks (at least --temperature). Default 1.0.")
-    sampling.add_argument("--seed", type=int, default=0, help="Seeds the candidate orders and the sampling.")
+    sampling = parser.add_argument_group("evaluation")
+    sampling.add_argument("--seed", type=int, default=0,
+                          help="Seeds the candidate orders (and the judge's sampling, unless judge.seed is set).")
     sampling.add_argument("--permutations", type=int, default=1,
                           help="Judge each group in K candidate orders (the stored one + K-1 seeded shuffles) and "
                           "report accuracy per order and its spread.")  # fmt: skip
 
+    # The judge (engine, sampling, re-asks): trl_grrm.engines.JudgeConfig, as in the reward functions.
+    add_nested_arguments(parser, "judge", JudgeConfig)
+    add_config_argument(parser)
+
     out = parser.add_argument_group("output")
     out.add_argument("--output", default="ranking_eval.json", help="JSON results with every judge answer.")
     out.add_argument("--plot", default=None, help="PNG plot path (default: --output with .png).")
-    out.add_argument("--no-progress", action="store_true", help="Do not show the progress bar.")
+    out.add_argument("--no_progress", action="store_true", help="Do not show the progress bar.")
     return parser
 
 
+#: The flags eval-ranking had before the nested judge options, still accepted (hidden from --help).
+LEGACY_FLAGS = {
+    "--judge": "--judge_format", "--model": "--judge.model", "--backend": "--judge.backend",
+    "--base_url": "--judge.base_url", "--api_key_env": "--judge.api_key_env",
+    "--max_concurrency": "--judge.max_concurrency", "--request_timeout": "--judge.request_timeout",
+    "--request_retries": "--judge.max_request_retries", "--request_backoff": "--judge.request_backoff_seconds",
+    "--tensor_parallel_size": "--judge.tensor_parallel_size",
+    "--gpu_memory_utilization": "--judge.gpu_memory_utilization", "--max_model_len": "--judge.max_model_len",
+    "--dtype": "--judge.dtype", "--enforce_eager": "--judge.enforce_eager", "--batch_size": "--judge.batch_size",
+    "--device": "--judge.device", "--temperature": "--judge.temperature", "--top_p": "--judge.top_p",
+    "--max_tokens": "--judge.max_tokens", "--max_retries": "--judge.max_parse_retries",
+    "--retry_temperature": "--judge.retry_temperature",
+}  # fmt: skip
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse an ``eval-ranking`` command line (and its ``--config`` YAML); ``args.judge`` is a
+    :class:`~trl_grrm.engines.JudgeConfig` (its seed defaults to ``--seed``).
+
+    Example:
+        >>> args = parse_args(["--dataset", "d.jsonl", "--judge.model", "m", "--judge.base_url", "http://h/v1"])
+        >>> args.judge_format, args.judge.backend, args.judge.gpu_memory_utilization
+        ('gqm', 'openai', None)
+    """
+    parser = build_parser()
+    args = parse_with_config(parser, list(argv), nested={"judge": JudgeConfig}, aliases=LEGACY_FLAGS,
+                             nested_defaults={"judge": {"seed": lambda namespace: namespace.seed}})
+    if args.judge.model is None:
+        parser.error("the judge needs judge.model (--judge.model NAME, or `model:` under `judge:` in --config)")
+    return args
+
+
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """The :class:`~trl_grrm.engines.EngineConfig` the command-line arguments describe."""
-    if args.backend == "openai" and not args.base_url:
-        raise ValueError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
-    return EngineConfig(
-        model=args.model,
-        backend=args.backend,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        max_concurrency=args.max_concurrency,
-        request_timeout=args.request_timeout,
-        max_request_retries=args.request_retries,
-        request_backoff_seconds=args.request_backoff,
-        tensor_parallel_size=args.tensor_parallel_size,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=args.max_model_len,
-        dtype=args.dtype,
-        enforce_eager=args.enforce_eager,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
+    """The :class:`~trl_grrm.engines.EngineConfig` of ``args.judge`` (a vLLM judge gets the GPU to itself:
+    :data:`~trl_grrm.engines.VLLM_MEMORY_SHARE` unless ``judge.gpu_memory_utilization`` says otherwise)."""
+    return args.judge.engine_config(gpu_memory_utilization=VLLM_MEMORY_SHARE)
 
 
 def build_engine(args: argparse.Namespace) -> JudgeEngine:
@@ -740,14 +732,16 @@ def _subgroup_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _check_args(args: argparse.Namespace) -> None:
     if args.permutations < 1:
         raise ValueError("--permutations must be >= 1")
-    if not 0 <= args.max_retries <= MAX_RETRIES_LIMIT:
-        raise ValueError(f"--max-retries must be in 0..{MAX_RETRIES_LIMIT}")
+    if not 0 <= args.judge.max_parse_retries <= MAX_RETRIES_LIMIT:
+        raise ValueError(f"judge.max_parse_retries must be in 0..{MAX_RETRIES_LIMIT}")
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
-    if args.temperature < 0 or args.retry_temperature < 0:
+    if args.judge.temperature < 0 or args.judge.retry_temperature < 0:
         raise ValueError("temperatures must be >= 0")
-    if args.request_retries < 0 or args.request_backoff < 0 or args.request_timeout <= 0:
-        raise ValueError("--request-retries and --request-backoff must be >= 0, --request-timeout > 0")
+    judge = args.judge
+    if judge.max_request_retries < 0 or judge.request_backoff_seconds < 0 or judge.request_timeout <= 0:
+        raise ValueError("judge.max_request_retries and judge.request_backoff_seconds must be >= 0, "
+                         "judge.request_timeout > 0")
 
 
 class _Progress:
@@ -786,7 +780,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``trl-grrm eval-ranking``; returns the exit status."""
     from rich.console import Console
 
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as error:  # a judge option that cannot work (e.g. openai without a base_url)
+        print(f"trl-grrm eval-ranking: error: {error}", file=sys.stderr)
+        return 2
     # Logs and CI captures are not terminals; rich would squeeze the table into 80 columns there.
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
@@ -797,15 +795,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             dataset = dataset.select(range(min(args.limit, len(dataset))))
         if args.preferences:
             all_groups = groups_from_preferences(dataset)
-            judge = preference_judge(args.judge, args.ranking_mismatch, **_subgroup_settings(args))
-            if args.judge in ("gqm", "sqm") and any(g.source_language is None or g.target_language is None
+            judge = preference_judge(args.judge_format, args.ranking_mismatch, **_subgroup_settings(args))
+            if args.judge_format in ("gqm", "sqm") and any(g.source_language is None or g.target_language is None
                                                      for g in all_groups):  # fmt: skip
-                raise ValueError(f"the {args.judge} judge is an MT judge: the preference file needs src_lang and "
+                raise ValueError(f"the {args.judge_format} judge is an MT judge: the preference file needs src_lang and "
                                  "trg_lang columns on every row")  # fmt: skip
         else:
             all_groups = groups_from_dataset(dataset)
             judge = (GQMJudge(ranking_mismatch=args.ranking_mismatch, **_subgroup_settings(args))
-                     if args.judge == "gqm" else JUDGES[args.judge]())  # fmt: skip
+                     if args.judge_format == "gqm" else JUDGES[args.judge_format]())  # fmt: skip
         engine = build_engine(args)
     except (ValueError, FileNotFoundError, JudgeConfigurationError) as error:  # bad arguments, files, hub datasets
         print(f"trl-grrm eval-ranking: error: {error}", file=sys.stderr)
@@ -818,16 +816,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("trl-grrm eval-ranking: error: no group with 2 or more candidates to evaluate", file=sys.stderr)
         return 2
 
-    sampling = SamplingSettings(
-        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
-    )
+    sampling = args.judge.sampling()
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
         with _Progress(enabled=not args.no_progress) as progress:
             evaluations = judge_groups(
                 groups, judge, engine, sampling,
-                permutations=2 if args.preferences else args.permutations, seed=args.seed, max_retries=args.max_retries,
-                retry_temperature=args.retry_temperature, progress=progress,
+                permutations=2 if args.preferences else args.permutations, seed=args.seed, max_retries=args.judge.max_parse_retries,
+                retry_temperature=args.judge.retry_temperature, progress=progress,
             )  # fmt: skip
     except JudgeConfigurationError as error:  # no retry can help: stop before writing any result
         print(f"trl-grrm eval-ranking: error: {error}", file=sys.stderr)
@@ -842,7 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         metrics = summarize_all(evaluations, args.permutations)
         judged = metrics["overall"]["judged"] > 0
-    title = f"{args.judge} judge {args.model} ({args.backend}) on {args.dataset}"
+    title = f"{args.judge_format} judge {args.judge.model} ({args.judge.backend}) on {args.dataset}"
     output = Path(args.output)
     plot = Path(args.plot) if args.plot else output.with_suffix(".png")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -851,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "eval-ranking",
         "created": started.isoformat(),
         "elapsed_s": elapsed,
-        "args": vars(args),  # api_key_env is the variable's name, never the key
+        "args": {**vars(args), "judge": dataclasses.asdict(args.judge)},  # api_key_env: the variable's name, not the key
         "judge": judge.describe(),
         "dataset": {"name": args.dataset, "split": args.split, "groups": len(all_groups), "evaluated": len(groups),
                     "skipped_groups": skipped},

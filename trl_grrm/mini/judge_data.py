@@ -7,11 +7,13 @@ so :func:`trl_grrm.data.judge_builders.build_judge_sft_dataset`,
 :func:`~trl_grrm.data.judge_builders.build_judge_rlvr_dataset` and
 :func:`trl_grrm.evaluation.ranking.groups_from_dataset` read it unchanged.
 
-The analysis is templated. Two styles:
+The analysis is templated. Three styles:
 
 * ``"compare"`` (copy-and-compare): the judge first writes its own translation of the source, then each
   candidate's differences from it, then the error count. A tiny model copies and compares far more easily than it
   recalls a dictionary and counts inside attention; it is also the spirit of GRRM's comparative analysis.
+* ``"echo"``: as ``"compare"``, but each candidate's line first copies the candidate (``A: talu besk | missing ilk;
+  1 error``), which ties every letter to its text and puts the two texts to compare side by side in the answer.
 * ``"count"``: only each candidate's error count (the shortest answer).
 """
 
@@ -38,7 +40,7 @@ from .task import (
     translate,
 )
 
-ANALYSIS_STYLES = ("compare", "count")
+ANALYSIS_STYLES = ("compare", "echo", "count")
 
 
 def _errors_phrase(count: int) -> str:
@@ -53,13 +55,17 @@ def describe_candidate(candidate: str, reference: str, style: str = "compare") -
         'missing ilk; seko written as seka; 2 errors'
         >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko", style="count")
         '2 errors'
+        >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko", style="echo")
+        'kwe taluen besk seka | missing ilk; seko written as seka; 2 errors'
     """
     if style not in ANALYSIS_STYLES:
         raise ValueError(f"unknown analysis style {style!r}; choose one of {list(ANALYSIS_STYLES)}")
     edits = align(candidate, reference)
     if style == "count" or not edits:
-        return _errors_phrase(len(edits))
-    return "; ".join([*(edit.describe() for edit in edits), _errors_phrase(len(edits))])
+        description = _errors_phrase(len(edits))
+    else:
+        description = "; ".join([*(edit.describe() for edit in edits), _errors_phrase(len(edits))])
+    return f"{candidate} | {description}" if style == "echo" else description
 
 
 def group_analysis(source: str, candidates: Sequence[str], style: str = "compare") -> str:
@@ -73,7 +79,7 @@ def group_analysis(source: str, candidates: Sequence[str], style: str = "compare
     """
     reference = translate(source)
     lines = [f"{cid}: {describe_candidate(text, reference, style)}" for cid, text in zip(CANDIDATE_IDS, candidates)]
-    if style == "compare":
+    if style != "count":
         lines.insert(0, f"My translation: {reference}")
     return "\n".join(lines)
 
@@ -169,7 +175,7 @@ def build_sqm_sft_dataset(ranking: Dataset, style: str = "compare") -> Dataset:
         reference = translate(row["src_text"])
         for text, score in zip(row["mt_texts"], row["scores"]):
             analysis = describe_candidate(text, reference, style)
-            if style == "compare":
+            if style != "count":
                 analysis = f"My translation: {reference}\n{analysis}"
             prompt = build_sqm_prompt(row["src_text"], text, row["src_lang"], row["trg_lang"])
             answer = format_sqm_answer(analysis, score)

@@ -16,10 +16,16 @@ import random
 from pathlib import Path
 
 from ..formats.gqm import CANDIDATE_IDS, build_gqm_prompt, format_gqm_answer
+from ..formats.mt import build_mt_prompt
 from ..formats.sqm import build_sqm_prompt
 from ..testing.tiny_models import build_tiny_qwen2_model, train_chat_tokenizer
 from .judge_data import build_ranking_dataset, build_sqm_sft_dataset
 from .task import SOURCE_LANGUAGE, TARGET_LANGUAGE
+
+MT_PROMPT_STYLE = "tower"
+"""The policy's prompt in the miniature task: the translation alone, as the answer. (A code-block answer would start
+with a fence that the fused ``"\n```\n"`` template token merges with the chat template's newline, so the policy would
+learn to leave the fence out.)"""
 
 MAX_GROUP_SIZE = 4
 """Largest group whose candidate blocks get fused template tokens (GRRM groups hold 2-4)."""
@@ -35,7 +41,8 @@ _HOLE = "\x00"
 
 
 def template_spans(source_language: str = SOURCE_LANGUAGE, target_language: str = TARGET_LANGUAGE) -> list[str]:
-    """The fixed text between the variable parts of the GQM and SQM prompts and of the GQM answer.
+    """The fixed text between the variable parts of the GQM and SQM prompts, of the GQM answer and of the policy's
+    MT prompt.
 
     Found by building the real prompts around placeholders, so they follow :mod:`trl_grrm.formats` exactly.
 
@@ -47,6 +54,7 @@ def template_spans(source_language: str = SOURCE_LANGUAGE, target_language: str 
     texts = [
         build_gqm_prompt(_HOLE, [_HOLE] * MAX_GROUP_SIZE, source_language, target_language),
         build_sqm_prompt(_HOLE, _HOLE, source_language, target_language),
+        build_mt_prompt(_HOLE, source_language, target_language, style=MT_PROMPT_STYLE),
         # The ranking and scores lines vary; keep the headers around them only.
         format_gqm_answer(_HOLE, {"A": 0, "B": 0}).replace("A = B", _HOLE).replace("A: 0, B: 0", _HOLE),
     ]
@@ -64,6 +72,8 @@ def _corpus(seed: int) -> list[str]:
     for row in ranking:
         lines.append(build_gqm_prompt(row["src_text"], row["mt_texts"], row["src_lang"], row["trg_lang"]))
         lines.append(row["analysis"])
+        lines.append(build_mt_prompt(row["src_text"], row["src_lang"], row["trg_lang"], style=MT_PROMPT_STYLE))
+        lines.append(row["mt_texts"][0])
     for row in build_sqm_sft_dataset(ranking.select(range(50))):
         lines.extend(message["content"] for message in row["messages"])
     lines.append(" ".join(str(n) for n in range(11)))

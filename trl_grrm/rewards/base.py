@@ -5,6 +5,8 @@ metrics and the audit log. :class:`~trl_grrm.rewards.GroupRelativeRewardFunction
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -16,7 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import distributed
-from ..engines import EngineConfig, JudgeConfigurationError, JudgeEngine, SamplingSettings, build_engine
+from ..engines import (
+    VLLM_MEMORY_SHARE_BESIDE_TRAINING,
+    EngineConfig,
+    JudgeConfig,
+    JudgeConfigurationError,
+    JudgeEngine,
+    SamplingSettings,  # noqa: F401  (kept importable from here)
+    build_engine,
+)
+from ..engines.config import LEGACY_JUDGE_KEYS
 from ..judging import JudgeRunner, RetryPolicy, attempt_counts
 from ..judging.failures import PARSE_FAILED, PROMPT_TOO_LONG, TOO_FEW_DISTINCT, TRUNCATED, UNAVAILABLE
 from .penalties import soft_overlong_penalty
@@ -30,46 +41,78 @@ _LEGACY_REASON_METRICS = {UNAVAILABLE: "judge_unavailable"}
 
 
 class JudgeOptions:
-    """What the reward configs share beyond their fields: the engine and the judging core their judge options describe.
+    """What the reward configs share: one nested ``judge`` (:class:`~trl_grrm.engines.JudgeConfig`: engine, sampling,
+    retries), the engine and judging core it describes, and the old flat spellings of its options.
 
-    Mixed into :class:`GroupRelativeRewardConfig` and :class:`PairwiseRewardConfig`, which declare the same engine,
-    sampling and retry fields (``judge_model``, ``backend``, ``vllm_*``, ``temperature``, ``max_parse_retries`` ...).
+    Mixed into :class:`GroupRelativeRewardConfig` and :class:`PairwiseRewardConfig`, whose ``judge`` field it
+    normalises (:meth:`_init_judge`). The old flat keywords (``judge_model=``, ``backend=``, ``temperature=``,
+    ``vllm_gpu_memory_utilization=`` ...) are still accepted by the constructors and readable as attributes; they
+    map onto ``judge`` (``LEGACY_JUDGE_KEYS``).
+
+    Example:
+        >>> from trl_grrm.rewards import GroupRelativeRewardConfig
+        >>> config = GroupRelativeRewardConfig(judge={"model": "grrm", "base_url": "http://judge:8000/v1"})
+        >>> config.judge.backend, config.engine_config().gpu_memory_utilization
+        ('openai', 0.3)
     """
 
+    #: ``judge`` option names that may also be passed / read flat (the reward configs' spelling before ``judge``).
+    _FLAT_JUDGE_NAMES = frozenset(f.name for f in dataclasses.fields(JudgeConfig)) - {"model", "tokenizer", "dtype",
+                                                                                        "device", "batch_size"}
+
+    @staticmethod
+    def _wrap_init(cls: type) -> type:
+        """Let ``cls(...)`` take the old flat judge keywords, moving them into ``judge`` (class decorator)."""
+        init = cls.__init__
+        own = {f.name for f in dataclasses.fields(cls)}
+
+        @functools.wraps(init)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            flat = {}
+            for key in list(kwargs):
+                if key not in own and (key in LEGACY_JUDGE_KEYS or key in JudgeOptions._FLAT_JUDGE_NAMES):
+                    flat[LEGACY_JUDGE_KEYS.get(key, key)] = kwargs.pop(key)
+            if flat:
+                judge = kwargs.get("judge")
+                if isinstance(judge, JudgeConfig):
+                    kwargs["judge"] = dataclasses.replace(judge, **flat)
+                else:
+                    kwargs["judge"] = {**dict(judge or {}), **flat}
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__
+        return cls
+
+    def _init_judge(self) -> None:
+        """``judge`` as a :class:`JudgeConfig` (from a mapping, a JSON string or ``None``), checked for a reward."""
+        self.judge = JudgeConfig.from_value(self.judge)
+        if self.judge.backend == "standin":
+            raise ValueError("judge.backend 'standin' is only for the grpo-mt script; a reward config needs vllm, "
+                             "openai or transformers")
+        RetryPolicy(self.judge.max_parse_retries, self.judge.retry_temperature)  # its own range checks
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not fields: the old flat spellings, read from `judge`.
+        if name != "judge" and (name in LEGACY_JUDGE_KEYS or name in JudgeOptions._FLAT_JUDGE_NAMES):
+            judge = self.__dict__.get("judge")
+            if isinstance(judge, JudgeConfig):
+                return getattr(judge, LEGACY_JUDGE_KEYS.get(name, name))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def engine_config(self) -> EngineConfig:
-        """The judge engine these fields describe (built by :func:`trl_grrm.engines.build_engine`)."""
-        return EngineConfig(
-            model=self.judge_model,
-            backend=self.backend,
-            base_url=self.base_url,
-            api_key_env=self.api_key_env,
-            max_concurrency=self.max_concurrency,
-            request_timeout=self.request_timeout,
-            max_request_retries=self.max_request_retries,
-            request_backoff_seconds=self.request_backoff_seconds,
-            tokenizer=self.judge_tokenizer,
-            tensor_parallel_size=self.vllm_tensor_parallel_size,
-            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
-            max_model_len=self.vllm_max_model_len,
-            dtype=self.vllm_dtype if self.backend == "vllm" else "auto",
-            enforce_eager=self.vllm_enforce_eager,
-            seed=self.seed or 0,
-            vllm_kwargs=self.vllm_kwargs,
-            batch_size=self.transformers_batch_size,
-            device=self.transformers_device,
-        )
+        """The judge engine ``judge`` describes (built by :func:`trl_grrm.engines.build_engine`); a vLLM judge takes
+        :data:`~trl_grrm.engines.VLLM_MEMORY_SHARE_BESIDE_TRAINING` of the GPU unless ``judge`` says otherwise."""
+        return self.judge.engine_config(gpu_memory_utilization=VLLM_MEMORY_SHARE_BESIDE_TRAINING)
 
     def judge_runner(self, engine: JudgeEngine) -> JudgeRunner:
         """The judging core with this config's sampling, retry policy, prompt limit and unavailable policy."""
-        sampling = SamplingSettings(
-            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_judge_tokens, seed=self.seed
-        )
+        judge = self.judge
         return JudgeRunner(
             engine,
-            RetryPolicy(max_retries=self.max_parse_retries, retry_temperature=self.retry_temperature),
-            sampling,
-            max_prompt_tokens=self.max_judge_prompt_tokens,
-            on_unavailable=self.on_judge_unavailable,
+            RetryPolicy(max_retries=judge.max_parse_retries, retry_temperature=judge.retry_temperature),
+            judge.sampling(),
+            max_prompt_tokens=judge.max_prompt_tokens,
+            on_unavailable=judge.on_unavailable,
         )
 
 
@@ -105,8 +148,29 @@ class _Failure:
         return f"process {self.rank}: {self.kind}: {self.message}"
 
 
+def _trainer_behind(*callbacks: Any) -> Any | None:
+    """The GRPOTrainer whose bound methods TRL passed as ``log_metric`` / ``log_extra``, or ``None``.
+
+    TRL hands every reward function these two callbacks; they are the trainer's own methods, so the trainer (and its
+    ``num_generations``, its train/eval mode) is known without walking the call stack.
+    """
+    try:
+        from trl import GRPOTrainer
+    except ImportError:  # pragma: no cover - trl is a dependency
+        return None
+    for callback in callbacks:
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, GRPOTrainer):
+            return owner
+    return None
+
+
 def _find_calling_trainer() -> Any | None:
-    """The GRPOTrainer (or subclass) whose `_calculate_rewards` is calling us, found on the call stack."""
+    """The GRPOTrainer (or subclass) whose `_calculate_rewards` is calling us, found on the call stack.
+
+    Only the fallback when ``num_generations`` is not set and TRL passed no trainer callbacks: frame locals are not a
+    stable interface across TRL versions.
+    """
     try:
         from trl import GRPOTrainer
     except ImportError:  # pragma: no cover - trl is a dependency
@@ -178,12 +242,15 @@ class GroupJudgingReward:
 
     #: Start of the RuntimeError every process raises when judging failed on some process.
     failure_prefix = "judging failed: "
+    #: Completions-table column (``<name>/<this>``) with the text the judge saw of each completion.
+    extracted_column = "extracted"
 
     def __init__(self, config: Any, engine: JudgeEngine | None = None) -> None:
         self.config = config
         self.__name__ = config.name
         self._engine = engine
         self._calls = 0
+        self._warned_group_size = False  # the "num_generations is not set" warning is given once
 
     # -- engine ------------------------------------------------------------------------------------------------
 
@@ -221,6 +288,10 @@ class GroupJudgingReward:
     def _audit_record(self, result: _GroupResult, everything: list[Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _extracted(self, candidate: Any) -> str | None:
+        """The text of ``candidate`` the judge saw (``None``: nothing usable, an invalid completion)."""
+        raise NotImplementedError
+
     # -- TRL entry point ---------------------------------------------------------------------------------------
 
     def __call__(
@@ -230,9 +301,14 @@ class GroupJudgingReward:
         completion_ids: list[list[int]] | None = None,
         trainer_state: Any = None,
         log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list[Any]], None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
         """One reward per completion, called by TRL with every dataset column as a keyword.
+
+        Through ``log_extra`` each process adds, for its own completions, the columns ``<name>/<extracted_column>``,
+        ``<name>/judge_score``, ``<name>/unjudged_reason`` and ``<name>/ranking`` to TRL's completions table (see
+        :meth:`completion_columns`).
 
         Every process raises the same error, never one alone: ``ValueError`` for unusable inputs (a missing column, a
         column whose length differs from the batch, a source or language value that is ``None``, NaN, empty or not a
@@ -241,7 +317,7 @@ class GroupJudgingReward:
         configured (never a fallback reward); ``RuntimeError`` for anything else.
         """
         c = self.config
-        group_size, mode = self._group_size_and_mode()
+        group_size, mode = self._group_size_and_mode(log_metric, log_extra)
         rank, world = distributed.process_index(), distributed.num_processes()
         # A bad row is shared with the completions, so every process raises the same error: one that raised alone
         # would leave the others waiting in the exchange until their connection closes.
@@ -294,7 +370,13 @@ class GroupJudgingReward:
                 log_metric(f"{c.name}/{name}", value)
         if rank == 0 and c.audit_log_path:
             self._write_audit(results, everything, rewards_global, step, mode)
+        # Every process holds the same number of completions (checked above), in rank order on the global list.
         offset = rank * len(local)
+        if log_extra is not None:
+            # TRL gathers each process's extra columns in rank order, as it gathers the completions: each process
+            # logs exactly its own slice, so the columns line up with the completions table.
+            for column, values in self.completion_columns(results, everything).items():
+                log_extra(f"{c.name}/{column}", values[offset : offset + len(local)])
         return rewards_global[offset : offset + len(local)]
 
     def _raise_failures(self, failures: list[_Failure], local_error: Exception | None) -> None:
@@ -309,20 +391,43 @@ class GroupJudgingReward:
 
     # -- grouping ----------------------------------------------------------------------------------------------
 
-    def _group_size_and_mode(self) -> tuple[int, str]:
-        trainer = _find_calling_trainer()
-        mode = "train"
+    def _group_size_and_mode(self, *callbacks: Any) -> tuple[int, str]:
+        """The group size and ``"train"``/``"eval"``: ``num_generations`` (``num_generations_eval`` in evaluation)
+        when set, checked against the trainer behind TRL's callbacks; else read from the calling trainer (warned
+        once). Raises ``ValueError`` when the set size differs from the trainer's."""
+        c = self.config
+        trainer = _trainer_behind(*callbacks)
+        if trainer is None and c.num_generations is None:
+            trainer = _find_calling_trainer()  # the fragile fallback
+        mode = "train" if trainer is None or trainer.model.training else "eval"
+        if c.num_generations is None:
+            if trainer is None:
+                raise RuntimeError(
+                    f"{type(self).__name__} could not find the GRPOTrainer calling it, so it does not know the "
+                    "group size; pass num_generations=... when using it outside GRPOTrainer."
+                )
+            size = int(trainer.num_generations if mode == "train" else trainer.num_generations_eval)
+            if not self._warned_group_size:
+                self._warned_group_size = True
+                logger.warning(
+                    "%s: num_generations is not set, so the group size (%d in %s) was read from the calling "
+                    "GRPOTrainer. Set num_generations (and num_generations_eval, if the GRPOConfig sets it) of %s to "
+                    "the GRPOConfig's values, e.g. %s(%s=%d, ...).",
+                    type(self).__name__, size, mode, type(c).__name__, type(self).__name__,
+                    "num_generations" if mode == "train" else "num_generations_eval", size,
+                )  # fmt: skip
+            return size, mode
+        size = c.num_generations if mode == "train" else (c.num_generations_eval or c.num_generations)
         if trainer is not None:
-            mode = "train" if trainer.model.training else "eval"
-        if self.config.num_generations is not None:
-            return self.config.num_generations, mode
-        if trainer is None:
-            raise RuntimeError(
-                f"{type(self).__name__} could not find the GRPOTrainer calling it, so it does not know the "
-                "group size; pass num_generations=... when using it outside GRPOTrainer."
-            )
-        size = trainer.num_generations if mode == "train" else trainer.num_generations_eval
-        return int(size), mode
+            actual = int(trainer.num_generations if mode == "train" else trainer.num_generations_eval)
+            if actual != size:
+                field_name = "num_generations" if mode == "train" else "num_generations_eval"
+                raise ValueError(
+                    f"{type(self).__name__} has {field_name}={size} but the GRPOTrainer samples groups of {actual} "
+                    f"in {mode} (GRPOConfig.{field_name}); set {type(c).__name__}.{field_name} to {actual}, or leave "
+                    "it None to read it from the trainer."
+                )
+        return size, mode
 
     def _cut_groups(self, everything: list[Any], group_size: int) -> list[list[int]]:
         if len(everything) % group_size:
@@ -340,6 +445,50 @@ class GroupJudgingReward:
                         "different prompts or source columns; is num_generations right?"
                     )
         return groups
+
+    # -- completions table -------------------------------------------------------------------------------------
+
+    def completion_columns(self, results: list[_GroupResult], everything: list[Any]) -> dict[str, list[Any]]:
+        """The judge's view of every completion (global order), as the columns this function adds to TRL's
+        completions table (each prefixed with ``<name>/``):
+
+        * ``<extracted_column>``: the text the judge saw (the extracted translation or response; ``None`` if none);
+        * ``judge_score``: the judge's score of that text (GQM 0-10, pairwise win probability), ``None`` if unjudged;
+        * ``unjudged_reason``: ``""`` when judged, ``"invalid_completion"`` when nothing could be extracted, else why
+          the group got no scores (``too_few_distinct``, ``parse_failed``, ...);
+        * ``ranking``: the group's order by judge score, ``#k`` being its k-th completion in table order, ties as
+          ``=``, invalid completions left out (e.g. ``#2 > #1 = #4``); ``""`` for an unjudged group.
+
+        Example:
+            >>> from trl_grrm.rewards.base import _GroupResult
+            >>> reward = GroupJudgingReward.__new__(GroupJudgingReward)
+            >>> reward._extracted = lambda text: text
+            >>> result = _GroupResult(0, [0, 1, 2], ["x", "yy"], [0, 1, None], scores=[3, 7])
+            >>> reward.completion_columns([result], ["x", "yy", None])["ranking"]
+            ['#2 > #1', '#2 > #1', '#2 > #1']
+        """
+        n = len(everything)
+        columns: dict[str, list[Any]] = {
+            self.extracted_column: [self._extracted(candidate) for candidate in everything],
+            "judge_score": [None] * n,
+            "unjudged_reason": [""] * n,
+            "ranking": [""] * n,
+        }
+        for result in results:
+            ranked: dict[float, list[str]] = {}
+            for position, (index, unique_index) in enumerate(zip(result.members, result.member_unique), start=1):
+                if unique_index is None:
+                    columns["unjudged_reason"][index] = "invalid_completion"
+                elif result.scores is None:
+                    columns["unjudged_reason"][index] = result.unjudged_reason or ""
+                else:
+                    score = float(result.scores[unique_index])
+                    columns["judge_score"][index] = score
+                    ranked.setdefault(score, []).append(f"#{position}")
+            line = " > ".join(" = ".join(ranked[score]) for score in sorted(ranked, reverse=True))
+            for index in result.members:
+                columns["ranking"][index] = line
+        return columns
 
     @staticmethod
     def _take_attempt_totals(result: _GroupResult, attempt: dict[str, Any]) -> None:

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..engines import VLLM_MEMORY_SHARE_BESIDE_TRAINING, JudgeEngine
+from ..engines import JudgeConfig, JudgeEngine
 from ..formats.gqm import CANDIDATE_IDS
 from ..formats.mt import completion_text, get_extractor
-from ..judging import GQMJudge, JudgeGroup, JudgeTask, RetryPolicy, distinct_candidates
+from ..judging import GQMJudge, JudgeGroup, JudgeTask, SQMJudge, distinct_candidates
 from ..judging.failures import TOO_FEW_DISTINCT
 from ..ranking import tie_rate
 from .base import (
@@ -27,6 +27,7 @@ from .base import (
 )
 
 
+@JudgeOptions._wrap_init
 @dataclass
 class GroupRelativeRewardConfig(JudgeOptions):
     """Every knob of :class:`GroupRelativeRewardFunction`. ``GroupRelativeRewardConfig.grrm_paper()`` gives the
@@ -38,38 +39,7 @@ class GroupRelativeRewardConfig(JudgeOptions):
     unscored (NaN reward, zero advantage).
     """
 
-    judge_model: str = field(metadata={"help": "Judge model: a hub id or local path (vllm/transformers), or the served model name (openai)."})
-    backend: Literal["vllm", "openai", "transformers"] = field(default="vllm", metadata={"help": "Judge engine."})
-
-    # openai backend
-    base_url: str | list[str] | None = field(default=None, metadata={"help": "OpenAI-compatible base URL(s), e.g. http://host:8000/v1; requests are spread over several."})
-    api_key_env: str = field(default="JUDGE_API_KEY", metadata={"help": "Environment variable holding the API key (never logged). Unset: 'EMPTY'."})
-    max_concurrency: int = field(default=64, metadata={"help": "Concurrent requests per process."})
-    request_timeout: float = field(default=600.0, metadata={"help": "Hard deadline in seconds for each request attempt (the whole reply, not each read)."})
-    max_request_retries: int = field(default=3, metadata={"help": "Retries (exponential backoff, next URL) for failed requests."})
-    request_backoff_seconds: float = field(default=1.0, metadata={"help": "First retry delay; doubles on each retry."})
-    judge_tokenizer: str | None = field(default=None, metadata={"help": "openai backend: a tokenizer (path or id) to count judge prompt tokens locally, so over-long prompts are never sent. None: the server's 400 for over-long prompts is used."})
-
-    # vllm backend
-    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per judge engine."})
-    vllm_gpu_memory_utilization: float = field(default=VLLM_MEMORY_SHARE_BESIDE_TRAINING, metadata={"help": "vllm backend: share of GPU memory for the judge (weights + KV cache), which shares the GPU with the policy."})
-    vllm_max_model_len: int | None = field(default=None, metadata={"help": "vllm backend: judge context length (None: the model's)."})
-    vllm_dtype: str = field(default="auto", metadata={"help": "vllm backend: weight dtype."})
-    vllm_enforce_eager: bool = field(default=False, metadata={"help": "vllm backend: disable CUDA graphs (less memory, slower)."})
-    vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra vllm.LLM arguments."})
-
-    # transformers backend
-    transformers_batch_size: int = field(default=8, metadata={"help": "transformers backend: prompts per generate call."})
-    transformers_device: str | None = field(default=None, metadata={"help": "transformers backend: device (None: cuda if available, else cpu)."})
-
-    # judge sampling
-    temperature: float = field(default=0.0, metadata={"help": "Judge temperature for the first attempt (0 = greedy)."})
-    top_p: float = field(default=1.0, metadata={"help": "Judge nucleus sampling."})
-    max_judge_tokens: int = field(default=4096, metadata={"help": "Max tokens of a judge answer."})
-    max_judge_prompt_tokens: int | None = field(default=None, metadata={"help": "Groups whose judge prompt is longer get the fallback. None: the engine's own limit."})
-    max_parse_retries: int = field(default=2, metadata={"help": "Re-asks for judge answers that do not parse or were cut at max_judge_tokens (0-10)."})
-    retry_temperature: float = field(default=1.0, metadata={"help": "Temperature of those re-asks (never below `temperature`; see trl_grrm.judging.RetryPolicy)."})
-    seed: int | None = field(default=0, metadata={"help": "Judge sampling seed (re-ask k uses seed + 1_000_003 * k) and seed of shuffle_candidates."})
+    judge: JudgeConfig | dict | str | None = field(default=None, metadata={"help": "The judge: engine, sampling and retries (trl_grrm.engines.JudgeConfig, or a mapping of its fields; a YAML `judge:` block). The old flat keywords (judge_model=, backend=, temperature= ...) are still accepted."})
 
     # rewards
     score_scale: float = field(default=0.1, metadata={"help": "Reward per judge score point (scores are 0-10)."})
@@ -87,45 +57,45 @@ class GroupRelativeRewardConfig(JudgeOptions):
     target_language_column: str = field(default="trg_lang", metadata={"help": "Dataset column with the target language (code or name)."})
     language_names: dict[str, str] = field(default_factory=dict, metadata={"help": "Extra language code -> English name entries."})
     shuffle_candidates: bool = field(default=False, metadata={"help": "Present candidates to the judge in a seeded random order (position-bias control)."})
+    judge_style: Literal["gqm", "sqm"] = field(default="gqm", metadata={"help": "'gqm': the whole group in one prompt (GRRM); 'sqm': the paper's pointwise baseline, one prompt per distinct candidate, with the same batching, retries and failure policy (for comparisons such as trl_grrm.mini's reproduction)."})
 
     # grouping and distribution
-    num_generations: int | None = field(default=None, metadata={"help": "Group size. None: read from the GRPOTrainer calling the function (num_generations / num_generations_eval)."})
+    num_generations: int | None = field(default=None, metadata={"help": "Group size: set it to GRPOConfig.num_generations (checked against the trainer). None: read from the GRPOTrainer calling the function, with a warning."})
+    num_generations_eval: int | None = field(default=None, metadata={"help": "Group size in evaluation, as GRPOConfig.num_generations_eval (None: num_generations)."})
     max_candidates_per_call: int | None = field(default=4, metadata={"help": "Most distinct candidates in one judge prompt (GRRM was trained on groups of 2-4). Larger groups are judged in overlapping subgroups and one score per candidate is fitted (Plackett-Luce) on the 0-10 scale. None: the whole group in one prompt (warned above 4)."})
     subgroup_coverage: int = field(default=2, metadata={"help": "Subgroups each candidate appears in when a group is split (>= 2; 2 keeps the group connected at ceil(2n/k) calls, 3 averages more judge noise for 50% more calls)."})
     judge_on: Literal["all_processes", "main_process"] = field(default="all_processes", metadata={"help": "Spread groups over all processes' engines, or judge everything on rank 0."})
 
     # failure policy and logging
     ranking_mismatch: Literal["count", "fail"] = field(default="count", metadata={"help": "A ranking line that disagrees with the scores: only counted, or treated as a parse failure."})
-    on_judge_unavailable: Literal["fallback", "raise"] = field(default="fallback", metadata={"help": "When the engine cannot answer (server down after retries)."})
     audit_log_path: str | None = field(default=None, metadata={"help": "Append every judge request/response to this JSONL file (rank 0, flushed every step)."})
     name: str = field(default="grrm_judge", metadata={"help": "Reward function name in TRL's logs."})
 
     def __post_init__(self) -> None:
+        self._init_judge()
         get_extractor(self.extractor)
-        if self.backend not in ("vllm", "openai", "transformers"):
-            raise ValueError(f"backend must be 'vllm', 'openai' or 'transformers', got {self.backend!r}")
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend='openai' needs base_url (e.g. 'http://judge-host:8000/v1')")
         if self.ranking_mismatch not in ("count", "fail"):
             raise ValueError(f"ranking_mismatch must be 'count' or 'fail', got {self.ranking_mismatch!r}")
-        if self.on_judge_unavailable not in ("fallback", "raise"):
-            raise ValueError(f"on_judge_unavailable must be 'fallback' or 'raise', got {self.on_judge_unavailable!r}")
+        if self.judge_style not in ("gqm", "sqm"):
+            raise ValueError(f"judge_style must be 'gqm' or 'sqm', got {self.judge_style!r}")
         if self.judge_on not in ("all_processes", "main_process"):
             raise ValueError(f"judge_on must be 'all_processes' or 'main_process', got {self.judge_on!r}")
         if self.num_generations is not None and not 2 <= self.num_generations:
             raise ValueError(f"num_generations must be at least 2, got {self.num_generations}")
-        if self.max_parse_retries < 0:
-            raise ValueError("max_parse_retries must be >= 0")
+        if self.num_generations_eval is not None and self.num_generations_eval < 1:
+            raise ValueError(f"num_generations_eval must be at least 1, got {self.num_generations_eval}")
         if self.max_candidates_per_call is not None and not 2 <= self.max_candidates_per_call <= len(CANDIDATE_IDS):
             raise ValueError(
                 f"max_candidates_per_call must be in 2..{len(CANDIDATE_IDS)} or None, got {self.max_candidates_per_call}"
             )
         if self.subgroup_coverage < 2:
             raise ValueError(f"subgroup_coverage must be >= 2, got {self.subgroup_coverage}")
-        RetryPolicy(self.max_parse_retries, self.retry_temperature)  # its own range checks, with their messages
 
-    def judge_format(self) -> GQMJudge:
-        """The GQM judge format these fields describe (subgroups per ``max_candidates_per_call`` / ``subgroup_coverage``)."""
+    def judge_format(self) -> GQMJudge | SQMJudge:
+        """The judge format these fields describe: GQM (subgroups per ``max_candidates_per_call`` /
+        ``subgroup_coverage``), or SQM with ``judge_style="sqm"``."""
+        if self.judge_style == "sqm":
+            return SQMJudge(language_names=self.language_names)
         return GQMJudge(
             ranking_mismatch=self.ranking_mismatch,
             language_names=self.language_names,
@@ -134,10 +104,16 @@ class GroupRelativeRewardConfig(JudgeOptions):
         )
 
     @classmethod
-    def grrm_paper(cls, judge_model: str = "double7/Qwen2.5-7B-GRRM", **overrides: Any) -> GroupRelativeRewardConfig:
+    def grrm_paper(
+        cls, judge_model: str | None = "double7/Qwen2.5-7B-GRRM", judge: JudgeConfig | dict | None = None, **overrides: Any
+    ) -> GroupRelativeRewardConfig:
         """The GRRM paper's MT GRPO reward settings (scores x 0.01, -0.04 for invalid completions, overlong buffer
-        2048 of 4096 tokens with penalty 0.04, greedy judge, 2048-token judge prompts, the strict single-code-block
-        extractor), plus bounded retries, which the paper lacked.
+        2048 of 4096 tokens with penalty 0.04, greedy judge, 2048-token judge prompts, 8192-token judge answers, the
+        strict single-code-block extractor), plus bounded retries, which the paper lacked.
+
+        ``judge`` as a mapping is laid over the paper's judge settings (``{"base_url": ..., "max_tokens": 32}``); a
+        :class:`~trl_grrm.engines.JudgeConfig` is used as it is. ``judge_model`` names the judge when ``judge`` does
+        not. Other keywords override reward fields (or, in the old flat spelling, judge options).
 
         Valid completions of a group the judge could not score get what the official code gives them when the judge
         answer does not parse: -0.04 x 0.01 = -0.0004 minus their overlong penalty, so such a group still ranks
@@ -146,11 +122,17 @@ class GroupRelativeRewardConfig(JudgeOptions):
         groups get the same fallback as a parse failure (docs/reproduction.md).
 
         Example:
-            >>> GroupRelativeRewardConfig.grrm_paper(backend="openai", base_url="http://judge:8000/v1").score_scale
-            0.01
+            >>> config = GroupRelativeRewardConfig.grrm_paper(judge={"base_url": "http://judge:8000/v1"})
+            >>> config.score_scale, config.judge.model, config.judge.max_prompt_tokens
+            (0.01, 'double7/Qwen2.5-7B-GRRM', 2048)
         """
+        if not isinstance(judge, JudgeConfig):
+            paper_judge = dict(temperature=0.0, max_prompt_tokens=2048, max_tokens=8192)
+            if judge_model is not None:
+                paper_judge["model"] = judge_model
+            judge = {**paper_judge, **dict(judge or {})}
         paper = dict(
-            judge_model=judge_model,
+            judge=judge,
             score_scale=0.01,
             invalid_completion_reward=-0.04,
             unjudged_reward=-0.04 * 0.01,
@@ -158,9 +140,6 @@ class GroupRelativeRewardConfig(JudgeOptions):
             overlong_max_tokens=4096,
             overlong_buffer_tokens=2048,
             overlong_penalty=0.04,
-            temperature=0.0,
-            max_judge_prompt_tokens=2048,
-            max_judge_tokens=8192,
             extractor="codeblock_strict",
         )
         return cls(**{**paper, **overrides})
@@ -193,18 +172,20 @@ class GroupRelativeRewardFunction(GroupJudgingReward):
     """A TRL reward function that judges every completion group jointly with a GRRM (GQM) judge.
 
     Pass it to an unmodified ``trl.GRPOTrainer(reward_funcs=[...])``. On every step it gathers the completions of
-    all processes, cuts them into the groups TRL sampled (``num_generations`` each, read from the trainer), judges
+    all processes, cuts them into the groups TRL sampled (``num_generations`` each: set it to the GRPOConfig's), judges
     each group once with one prompt listing the group's distinct translations, spreads the groups over the
     processes' engines in one batched call each, and hands every process the rewards of its own completions.
 
     Example:
         >>> judge = GroupRelativeRewardFunction(
-        ...     judge_model="double7/Qwen2.5-7B-GRRM", backend="openai", base_url="http://judge-host:8000/v1"
+        ...     judge_model="double7/Qwen2.5-7B-GRRM", backend="openai", base_url="http://judge-host:8000/v1",
+        ...     num_generations=4,
         ... )  # doctest: +SKIP
         >>> trainer = GRPOTrainer(model=..., reward_funcs=[judge], args=GRPOConfig(num_generations=4), ...)  # doctest: +SKIP
     """
 
     failure_prefix = "GRRM judging failed: "
+    extracted_column = "translation"
 
     def __init__(
         self,
@@ -251,6 +232,9 @@ class GroupRelativeRewardFunction(GroupJudgingReward):
             or bad_completion(completions)
         )
 
+    def _extracted(self, candidate: _Candidate) -> str | None:
+        return candidate.translation
+
     # -- judging -----------------------------------------------------------------------------------------------
 
     def judge_groups(
@@ -275,7 +259,7 @@ class GroupRelativeRewardFunction(GroupJudgingReward):
                 )
             order = list(range(len(result.unique)))
             if c.shuffle_candidates:
-                random.Random(f"{c.seed}-{self._calls}-{group_index}").shuffle(order)
+                random.Random(f"{c.judge.seed}-{self._calls}-{group_index}").shuffle(order)
             first = everything[members[0]]
             group = JudgeGroup(first.source, result.unique, first.source_language, first.target_language)
             tasks.append((result, JudgeTask(group, order)))
@@ -297,7 +281,9 @@ class GroupRelativeRewardFunction(GroupJudgingReward):
                     record["subgroup"] = request.prompt_index
                 record.update((k, v) for k, v in attempt.items() if k not in ("attempt", "parsed"))
                 parsed = attempt.get("parsed")
-                if parsed is not None:
+                if isinstance(parsed, int):  # an SQM answer: one candidate's score
+                    record["score"] = parsed
+                elif parsed is not None:
                     record["scores"] = dict(zip(CANDIDATE_IDS, parsed["scores"]))
                     if "positions" in parsed:  # which candidates (indices into `candidates`) A, B, ... were
                         record["candidates"] = [task.order[p] for p in parsed["positions"]]
@@ -313,6 +299,8 @@ class GroupRelativeRewardFunction(GroupJudgingReward):
             return
         # One call: the judge's integer scores; subgroups: fitted scores on the same 0-10 scale.
         result.scores = list(task.scores)
+        if any(isinstance(p, int) for p in task.parsed):  # SQM: no ranking line to check
+            return
         flags = GQMJudge.group_flags(task.parsed)
         result.ranking_agrees, result.revised_scores = flags["ranking_agrees"], flags["revised_scores"]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..engines import VLLM_MEMORY_SHARE_BESIDE_TRAINING, JudgeEngine
+from ..engines import JudgeConfig, JudgeEngine
 from ..formats.mt import completion_text, get_extractor
 from ..judging import (
     PAIRWISE_SCHEMES,
@@ -18,7 +18,6 @@ from ..judging import (
     GRAMR2Judge,
     JudgeGroup,
     JudgeTask,
-    RetryPolicy,
     distinct_candidates,
 )
 from ..judging.failures import TOO_FEW_DISTINCT
@@ -27,6 +26,7 @@ from .base import GroupJudgingReward, JudgeOptions, _GroupResult, bad_completion
 logger = logging.getLogger(__name__)
 
 
+@JudgeOptions._wrap_init
 @dataclass
 class PairwiseRewardConfig(JudgeOptions):
     """Every knob of :class:`PairwiseRewardFunction`.
@@ -43,7 +43,7 @@ class PairwiseRewardConfig(JudgeOptions):
     ``judge_samples``. Half as many with ``both_orders=False``.
     """
 
-    judge_model: str = field(metadata={"help": "Judge model: a hub id or local path (vllm/transformers), or the served model name (openai)."})
+    judge: JudgeConfig | dict | str | None = field(default=None, metadata={"help": "The judge: engine, sampling and retries (trl_grrm.engines.JudgeConfig, or a mapping of its fields; a YAML `judge:` block). The old flat keywords (judge_model=, backend=, temperature= ...) are still accepted."})
     judge_type: Literal["gram", "gram_r2"] = field(default="gram", metadata={"help": "gram: verdict from the next-token probabilities of 'A' and 'B' (one token per call); gram_r2: a reasoning judge whose <answer> is parsed (voting over judge_samples)."})
     pairwise_scheme: Literal["round_robin", "bradley_terry", "reference"] = field(default="round_robin", metadata={"help": "Which pairs are judged: round_robin (all pairs, mean win probability), bradley_terry (a connected graph of ~n log2 n pairs, Bradley-Terry fit), reference (each completion against a reference)."})
     both_orders: bool = field(default=True, metadata={"help": "Judge every pair in both orders and average them (cancels position bias, doubles the calls)."})
@@ -52,33 +52,6 @@ class PairwiseRewardConfig(JudgeOptions):
     judge_samples: int = field(default=1, metadata={"help": "gram_r2: samples per prompt for voting@k (use temperature > 0 and seed None so they differ)."})
     extractor: str = field(default="full", metadata={"help": "What of a completion the judge compares: full (the whole text), or an MT extractor (codeblock, codeblock_strict, last_line); a completion with nothing extracted gets invalid_completion_reward."})
     verdict_top_k: int = field(default=20, metadata={"help": "gram: how many top log-probabilities to ask the engine for; a verdict token outside them is bounded by the smallest one returned (counted as bounded_verdicts)."})
-
-    # engine (the same fields as GroupRelativeRewardConfig)
-    backend: Literal["vllm", "openai", "transformers"] = field(default="vllm", metadata={"help": "Judge engine."})
-    base_url: str | list[str] | None = field(default=None, metadata={"help": "OpenAI-compatible base URL(s), e.g. http://host:8000/v1."})
-    api_key_env: str = field(default="JUDGE_API_KEY", metadata={"help": "Environment variable holding the API key (never logged). Unset: 'EMPTY'."})
-    max_concurrency: int = field(default=64, metadata={"help": "Concurrent requests per process."})
-    request_timeout: float = field(default=600.0, metadata={"help": "Hard deadline in seconds for each request attempt."})
-    max_request_retries: int = field(default=3, metadata={"help": "Retries (exponential backoff, next URL) for failed requests."})
-    request_backoff_seconds: float = field(default=1.0, metadata={"help": "First retry delay; doubles on each retry."})
-    judge_tokenizer: str | None = field(default=None, metadata={"help": "openai backend: a tokenizer to count judge prompt tokens locally."})
-    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per judge engine."})
-    vllm_gpu_memory_utilization: float = field(default=VLLM_MEMORY_SHARE_BESIDE_TRAINING, metadata={"help": "vllm backend: share of GPU memory for the judge."})
-    vllm_max_model_len: int | None = field(default=None, metadata={"help": "vllm backend: judge context length (None: the model's)."})
-    vllm_dtype: str = field(default="auto", metadata={"help": "vllm backend: weight dtype."})
-    vllm_enforce_eager: bool = field(default=False, metadata={"help": "vllm backend: disable CUDA graphs."})
-    vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra vllm.LLM arguments."})
-    transformers_batch_size: int = field(default=8, metadata={"help": "transformers backend: prompts per batch."})
-    transformers_device: str | None = field(default=None, metadata={"help": "transformers backend: device (None: cuda if available, else cpu)."})
-
-    # judge sampling (gram_r2; gram reads one token's log-probabilities)
-    temperature: float = field(default=0.0, metadata={"help": "gram_r2: judge temperature for the first attempt."})
-    top_p: float = field(default=1.0, metadata={"help": "gram_r2: judge nucleus sampling."})
-    max_judge_tokens: int = field(default=4096, metadata={"help": "gram_r2: max tokens of a judge answer."})
-    max_judge_prompt_tokens: int | None = field(default=None, metadata={"help": "Groups with a longer judge prompt get the fallback. None: the engine's own limit."})
-    max_parse_retries: int = field(default=2, metadata={"help": "gram_r2: re-asks for answers without a verdict (0-10); gram's log-probabilities are asked once."})
-    retry_temperature: float = field(default=1.0, metadata={"help": "gram_r2: temperature of those re-asks."})
-    seed: int | None = field(default=0, metadata={"help": "Judge sampling seed and the seed of the bradley_terry comparison graph."})
 
     # rewards
     score_scale: float = field(default=1.0, metadata={"help": "Reward per unit of win probability (scores are in [0, 1])."})
@@ -90,22 +63,19 @@ class PairwiseRewardConfig(JudgeOptions):
     overlong_penalty: float = field(default=0.0, metadata={"help": "Largest overlong penalty subtracted from the reward."})
 
     # grouping, failures, logging
-    num_generations: int | None = field(default=None, metadata={"help": "Group size. None: read from the GRPOTrainer calling the function."})
+    num_generations: int | None = field(default=None, metadata={"help": "Group size: set it to GRPOConfig.num_generations (checked against the trainer). None: read from the GRPOTrainer calling the function, with a warning."})
+    num_generations_eval: int | None = field(default=None, metadata={"help": "Group size in evaluation, as GRPOConfig.num_generations_eval (None: num_generations)."})
     judge_on: Literal["all_processes", "main_process"] = field(default="all_processes", metadata={"help": "Spread groups over all processes' engines, or judge everything on rank 0."})
-    on_judge_unavailable: Literal["fallback", "raise"] = field(default="fallback", metadata={"help": "When the engine cannot answer (server down after retries)."})
     audit_log_path: str | None = field(default=None, metadata={"help": "Append every judge request/response to this JSONL file (rank 0)."})
     name: str = field(default="pairwise_judge", metadata={"help": "Reward function name in TRL's logs."})
 
     def __post_init__(self) -> None:
+        self._init_judge()
         get_extractor(self.extractor)
         if self.judge_type not in ("gram", "gram_r2"):
             raise ValueError(f"judge_type must be 'gram' or 'gram_r2', got {self.judge_type!r}")
         if self.pairwise_scheme not in PAIRWISE_SCHEMES:
             raise ValueError(f"pairwise_scheme must be one of {PAIRWISE_SCHEMES}, got {self.pairwise_scheme!r}")
-        if self.backend not in ("vllm", "openai", "transformers"):
-            raise ValueError(f"backend must be 'vllm', 'openai' or 'transformers', got {self.backend!r}")
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend='openai' needs base_url (e.g. 'http://judge-host:8000/v1')")
         if self.judge_samples < 1:
             raise ValueError(f"judge_samples must be >= 1, got {self.judge_samples}")
         if self.judge_samples > 1 and self.judge_type != "gram_r2":
@@ -114,20 +84,19 @@ class PairwiseRewardConfig(JudgeOptions):
             raise ValueError(f"verdict_top_k must be >= 2, got {self.verdict_top_k}")
         if self.reference_column is not None and self.pairwise_scheme != "reference":
             raise ValueError("reference_column is only used by pairwise_scheme='reference'")
-        if self.on_judge_unavailable not in ("fallback", "raise"):
-            raise ValueError(f"on_judge_unavailable must be 'fallback' or 'raise', got {self.on_judge_unavailable!r}")
         if self.judge_on not in ("all_processes", "main_process"):
             raise ValueError(f"judge_on must be 'all_processes' or 'main_process', got {self.judge_on!r}")
         if self.num_generations is not None and self.num_generations < 2:
             raise ValueError(f"num_generations must be at least 2, got {self.num_generations}")
+        if self.num_generations_eval is not None and self.num_generations_eval < 1:
+            raise ValueError(f"num_generations_eval must be at least 1, got {self.num_generations_eval}")
         if self.bradley_terry_prior is not None and not (self.bradley_terry_prior > 0 and math.isfinite(self.bradley_terry_prior)):
             raise ValueError(f"bradley_terry_prior must be a positive number, got {self.bradley_terry_prior}")
-        RetryPolicy(self.max_parse_retries, self.retry_temperature)  # its own range checks, with their messages
 
     def judge_format(self) -> GRAMJudge | GRAMR2Judge:
         """The pairwise judge format these fields describe."""
         common = dict(
-            scheme=self.pairwise_scheme, both_orders=self.both_orders, seed=self.seed or 0,
+            scheme=self.pairwise_scheme, both_orders=self.both_orders, seed=self.judge.seed or 0,
             prior=self.bradley_terry_prior,
         )  # fmt: skip
         if self.judge_type == "gram_r2":
@@ -183,12 +152,13 @@ class PairwiseRewardFunction(GroupJudgingReward):
     Example:
         >>> reward = PairwiseRewardFunction(
         ...     judge_model="NiuTrans/GRAM-Qwen3-8B-RewardModel", backend="openai", base_url="http://judge:8000/v1",
-        ...     pairwise_scheme="bradley_terry",
+        ...     pairwise_scheme="bradley_terry", num_generations=8,
         ... )  # doctest: +SKIP
         >>> trainer = GRPOTrainer(model=..., reward_funcs=[reward], args=GRPOConfig(num_generations=8), ...)  # doctest: +SKIP
     """
 
     failure_prefix = "pairwise judging failed: "
+    extracted_column = "response"
 
     def __init__(
         self, config: PairwiseRewardConfig | None = None, engine: JudgeEngine | None = None, **config_fields: Any
@@ -240,6 +210,9 @@ class PairwiseRewardFunction(GroupJudgingReward):
             response=response if response and response.strip() else None,
             num_tokens=len(completion_ids[i]) if completion_ids is not None else 0,
         )
+
+    def _extracted(self, candidate: _Candidate) -> str | None:
+        return candidate.response
 
     # -- judging -----------------------------------------------------------------------------------------------
 

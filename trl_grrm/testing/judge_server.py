@@ -254,6 +254,9 @@ class JudgeServer:
             self._stop_timer.cancel()
         self._httpd.shutdown()
         self._httpd.server_close()
+        # serve_forever has returned once shutdown() does; joining leaves no serving thread behind at interpreter exit
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
     def __enter__(self) -> JudgeServer:
         return self.start()

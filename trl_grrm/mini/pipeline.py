@@ -1,0 +1,722 @@
+"""The miniature GRRM reproduction: the paper's pipeline end to end on the synthetic task, in minutes on a CPU.
+
+Stages (each cached under ``output_dir/<stage>/``, skipped when its settings and inputs are unchanged):
+
+1. ``policy_sft``: a tiny Qwen2 policy learns Aklan -> Berun with TRL's ``SFTTrainer``, stopped early on purpose.
+2. ``judge_data``: groups of 2-4 distinct candidates per source, sampled from that policy plus perturbed references,
+   scored by the oracle, each with a templated copy-and-compare analysis (:mod:`trl_grrm.mini.judge_data`).
+3. ``judge_sft``: the GQM judge, :func:`~trl_grrm.data.build_judge_sft_dataset` + ``SFTTrainer``, initialised from
+   the policy (it already knows both languages).
+4. ``judge_rlvr``: :class:`~trl_grrm.trainers.JudgeRLVRTrainer` with the default ``RankingReward``.
+5. ``sqm_sft``: a pointwise SQM judge from the same init, on the same groups for the same number of epochs.
+6. ``judge_eval``: held-out pairwise ranking accuracy of the three judges (:func:`trl_grrm.evaluation.ranking.summarize`).
+7. ``grpo_gqm``, ``grpo_sqm``, ``grpo_oracle``: :class:`~trl_grrm.trainers.GSPOTrainer` on the policy with
+   :class:`~trl_grrm.rewards.GroupRelativeRewardFunction` and the RLVR judge (in-process vLLM), the same with the SQM
+   judge, and with the oracle as the reward; same steps and seeds. The policy's held-out oracle score is measured
+   every ``eval_every`` steps.
+8. ``report``: ``results.json``, ``results.md`` and plots.
+
+Example:
+    >>> config = MiniReproConfig.preset("ci", output_dir="/tmp/mini")
+    >>> results = run_pipeline(config)  # doctest: +SKIP
+    >>> results["judges"]["gqm_rlvr"]["accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .task import SOURCE_LANGUAGE, TARGET_LANGUAGE, oracle_score, sample_source, translate
+
+logger = logging.getLogger(__name__)
+
+STAGES = (
+    "policy_sft", "judge_data", "judge_sft", "judge_rlvr", "sqm_sft", "judge_eval", "grpo_gqm", "grpo_sqm",
+    "grpo_oracle", "report",
+)  # fmt: skip
+REWARDS = ("gqm", "sqm", "oracle")
+"""The three GRPO runs: the RLVR-trained GQM judge, the SQM judge, the oracle (upper bound)."""
+
+
+@dataclass
+class MiniReproConfig:
+    """Sizes and settings of the miniature reproduction. ``MiniReproConfig.preset("ci")`` is the reduced run CI uses.
+
+    Example:
+        >>> MiniReproConfig(seed=1).grpo_steps
+        100
+    """
+
+    output_dir: str = field(
+        default="outputs/mini-repro",
+        metadata={"help": "Where stages cache their outputs and the results, plots and models go."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of data, initialisation and training (every stage)."})
+    model_size: str = field(
+        default="s",
+        metadata={"help": "Size of the policy (and of the judges, which start from it): a key of trl_grrm.mini.MODEL_SIZES."},
+    )
+    threads: int = field(
+        default=1,
+        metadata={"help": "torch CPU threads (1: matrices this small gain little from more, and two seeds can run side by"
+                 " side on 2 cores)."},
+    )
+
+    policy_sft_steps: int = field(
+        default=60,
+        metadata={"help": "Policy SFT steps (deliberately too few for a perfect policy)."},
+    )
+    policy_sft_batch_size: int = field(default=32, metadata={"help": "Policy SFT batch size."})
+    policy_sft_learning_rate: float = field(default=1e-3, metadata={"help": "Policy SFT learning rate."})
+
+    judge_train_groups: int = field(default=8000, metadata={"help": "Judge training groups (2-4 candidates each)."})
+    policy_candidates_per_group: int = field(
+        default=2,
+        metadata={"help": "Policy samples drawn per group before perturbed references fill it up."},
+    )
+    max_perturbation_errors: int = field(default=3, metadata={"help": "Most oracle errors in a perturbed reference."})
+    judge_data_temperature: float = field(
+        default=0.7,
+        metadata={"help": "Temperature of the policy samples in the judge data (as in GSPO, see grpo_temperature)."},
+    )
+    analysis_style: str = field(
+        default="compare",
+        metadata={"help": "Templated judge analysis: echo, compare or count (trl_grrm.mini.judge_data)."},
+    )
+    judge_sft_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Epochs of judge SFT (GQM and SQM alike, over the same groups)."},
+    )
+    judge_batch_size: int = field(default=16, metadata={"help": "Judge SFT batch size."})
+    judge_learning_rate: float = field(default=1e-3, metadata={"help": "Judge SFT learning rate (cosine schedule)."})
+
+    rlvr_steps: int = field(default=30, metadata={"help": "Judge RLVR steps."})
+    rlvr_prompts_per_step: int = field(default=4, metadata={"help": "Judge prompts per RLVR step."})
+    rlvr_generations: int = field(default=8, metadata={"help": "Judge answers sampled per RLVR prompt."})
+    rlvr_learning_rate: float = field(default=5e-5, metadata={"help": "Judge RLVR learning rate."})
+
+    heldout_groups: int = field(default=200, metadata={"help": "Held-out 4-candidate groups for judge accuracy."})
+    heldout_sources: int = field(default=200, metadata={"help": "Held-out sources for the policy's oracle score."})
+    grpo_steps: int = field(default=100, metadata={"help": "GSPO steps of each policy run."})
+    grpo_prompts_per_step: int = field(default=8, metadata={"help": "Prompts per GSPO step."})
+    grpo_generations: int = field(default=4, metadata={"help": "Completions per prompt (the group the judge ranks)."})
+    grpo_learning_rate: float = field(default=1e-4, metadata={"help": "GSPO learning rate."})
+    grpo_temperature: float = field(
+        default=0.7,
+        metadata={"help": "GSPO sampling temperature (at 1.0 the tiny policy writes byte-level garbage now and then)."},
+    )
+    eval_every: int = field(
+        default=20,
+        metadata={"help": "Measure the policy's held-out oracle score every this many GSPO steps."},
+    )
+    judge_backend: str = field(
+        default="vllm",
+        metadata={"help": "Engine serving the trained judges during GSPO: vllm (in-process) or transformers."},
+    )
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> MiniReproConfig:
+        """``"full"`` (the defaults) or ``"ci"`` (every stage shrunk so the whole run fits a few CPU minutes)."""
+        presets = {
+            "full": {},
+            "ci": dict(
+                judge_train_groups=1000, rlvr_steps=5, heldout_groups=50, heldout_sources=50, grpo_steps=20,
+                eval_every=10,
+            ),
+        }  # fmt: skip
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    def __post_init__(self) -> None:
+        if self.judge_backend not in ("vllm", "transformers"):
+            raise ValueError(f"judge_backend must be 'vllm' or 'transformers', got {self.judge_backend!r}")
+        if self.eval_every < 1 or self.grpo_steps < 1:
+            raise ValueError("eval_every and grpo_steps must be >= 1")
+
+
+# Which settings each stage depends on (besides the stages before it): a change re-runs the stage and what follows.
+_STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "policy_sft": ("seed", "model_size", "policy_sft_steps", "policy_sft_batch_size", "policy_sft_learning_rate"),
+    "judge_data": ("judge_train_groups", "policy_candidates_per_group", "max_perturbation_errors", "judge_data_temperature",
+                   "analysis_style", "heldout_groups",
+                   "heldout_sources"),
+    "judge_sft": ("judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
+    "judge_rlvr": ("rlvr_steps", "rlvr_prompts_per_step", "rlvr_generations", "rlvr_learning_rate"),
+    "sqm_sft": (),
+    "judge_eval": (),
+    "grpo_gqm": ("grpo_steps", "grpo_prompts_per_step", "grpo_generations", "grpo_learning_rate", "grpo_temperature",
+                 "eval_every",
+                 "judge_backend"),
+    "report": (),
+}  # fmt: skip
+_STAGE_FIELDS["grpo_sqm"] = _STAGE_FIELDS["grpo_oracle"] = _STAGE_FIELDS["grpo_gqm"]
+
+
+def _stage_key(config: MiniReproConfig, stage: str) -> str:
+    upto = STAGES[: STAGES.index(stage) + 1]
+    settings = {name: getattr(config, name) for s in upto for name in _STAGE_FIELDS[s]}
+    return hashlib.sha256(json.dumps([stage, settings], sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- small shared pieces -------------------------------------------------------------------------------------------
+
+
+def mt_messages(source: str) -> list[dict[str, str]]:
+    """The policy's prompt for one Aklan sentence (one user turn); the answer is the translation alone.
+
+    Example:
+        >>> print(mt_messages("ka mab tapa ka soru")[0]["content"])
+        Translate the following text from Aklan into Berun:
+        Aklan: ka mab tapa ka soru
+        Berun:
+    """
+    from ..formats.mt import build_mt_prompt
+    from .models import MT_PROMPT_STYLE
+
+    return [{"role": "user", "content": build_mt_prompt(source, SOURCE_LANGUAGE, TARGET_LANGUAGE, MT_PROMPT_STYLE)}]
+
+
+def sample_sources(count: int, seed: int, exclude: Sequence[str] = ()) -> list[str]:
+    """``count`` distinct grammar sentences not in ``exclude``, reproducibly.
+
+    Example:
+        >>> len(sample_sources(5, seed=0)), sample_sources(3, 0) == sample_sources(3, 0)
+        (5, True)
+    """
+    rng, excluded, sources = random.Random(seed), set(exclude), []
+    seen: set[str] = set()
+    for _ in range(200 * count + 1000):
+        if len(sources) == count:
+            return sources
+        source = sample_source(rng)
+        if source not in excluded and source not in seen:
+            seen.add(source)
+            sources.append(source)
+    raise ValueError(f"the grammar has fewer than {count} sentences outside the {len(excluded)} excluded ones")
+
+
+def extract_translation(text: str) -> str | None:
+    """The policy's translation in a completion (the extractor that fits its prompt style)."""
+    from ..formats.mt import DEFAULT_EXTRACTOR, get_extractor
+    from .models import MT_PROMPT_STYLE
+
+    return get_extractor(DEFAULT_EXTRACTOR[MT_PROMPT_STYLE])(text)
+
+
+def oracle_reward(completions: list[Any], src_text: list[str], **_: Any) -> list[float]:
+    """A TRL reward function: the oracle's 0-10 score of each completion's translation, scaled to 0-1 (the GRRM
+    judge reward's ``score_scale=0.1``); 0 when no translation can be extracted.
+
+    Example:
+        >>> oracle_reward([[{"role": "assistant", "content": "talu velomi"}]], ["ka mab tapa ka soru"])
+        [1.0]
+    """
+    from ..formats.mt import completion_text
+
+    rewards = []
+    for completion, source in zip(completions, src_text):
+        translation = extract_translation(completion_text(completion))
+        rewards.append(0.0 if translation is None else oracle_score(translation, translate(source)) / 10)
+    return rewards
+
+
+def generate_translations(
+    model: Any, tokenizer: Any, sources: Sequence[str], temperature: float = 0.0, num_samples: int = 1,
+    batch_size: int = 128, seed: int = 0,
+) -> list[list[str | None]]:
+    """``num_samples`` translations of each source by the policy (greedy when ``temperature`` is 0), extracted from
+    the completions (``None`` where nothing can be)."""
+    import torch
+
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    torch.manual_seed(seed)
+    sample = temperature > 0
+    translations: list[list[str | None]] = []
+    try:
+        for start in range(0, len(sources), batch_size):
+            chunk = list(sources[start : start + batch_size])
+            texts = [tokenizer.apply_chat_template(mt_messages(s), tokenize=False, add_generation_prompt=True)
+                     for s in chunk]  # fmt: skip
+            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.inference_mode():
+                out = model.generate(
+                    **encoded, max_new_tokens=24, do_sample=sample, temperature=temperature if sample else None,
+                    top_p=None, top_k=None, num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id,
+                )  # fmt: skip
+            decoded = [extract_translation(tokenizer.decode(ids, skip_special_tokens=True))
+                       for ids in out[:, encoded["input_ids"].shape[1] :]]  # fmt: skip
+            translations += [decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return translations
+
+
+def policy_oracle_score(model: Any, tokenizer: Any, sources: Sequence[str]) -> dict[str, float]:
+    """Greedy-decode ``sources`` with the policy; mean oracle score (0-10), exact-match and valid-format rates."""
+    scores, exact, valid = [], 0, 0
+    for source, (translation,) in zip(sources, generate_translations(model, tokenizer, sources)):
+        reference = translate(source)
+        valid += translation is not None
+        exact += translation == reference
+        scores.append(0 if translation is None else oracle_score(translation, reference))
+    return {"oracle_score": sum(scores) / len(scores), "exact": exact / len(sources), "valid": valid / len(sources)}
+
+
+def _save(trainer: Any, path: Path) -> Path:
+    trainer.model.save_pretrained(path)
+    trainer.processing_class.save_pretrained(path)
+    return path
+
+
+def _trainer_common(config: MiniReproConfig, output: Path) -> dict[str, Any]:
+    return dict(
+        output_dir=str(output / "trainer"), use_cpu=True, bf16=False, seed=config.seed, report_to=[],
+        save_strategy="no", logging_steps=10, dataloader_num_workers=0, disable_tqdm=False,
+    )  # fmt: skip
+
+
+# -- stages --------------------------------------------------------------------------------------------------------
+
+
+def run_policy_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Train the policy from scratch, briefly (an imperfect cold start, as the paper's SFT'd policy is)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from .models import build_mini_model
+
+    heldout = inputs["heldout_sources"]
+    sources = sample_sources(config.policy_sft_steps * config.policy_sft_batch_size, config.seed + 1, heldout)
+    rows = Dataset.from_dict({
+        "prompt": [mt_messages(s) for s in sources],
+        "completion": [[{"role": "assistant", "content": translate(s)}] for s in sources],
+    })  # fmt: skip
+    init = build_mini_model(stage_dir / "init", size=config.model_size, seed=config.seed)
+    args = SFTConfig(
+        max_steps=config.policy_sft_steps, per_device_train_batch_size=config.policy_sft_batch_size,
+        learning_rate=config.policy_sft_learning_rate, lr_scheduler_type="constant_with_warmup", warmup_steps=20,
+        max_length=128, **_trainer_common(config, stage_dir),
+    )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(init)
+    trainer = SFTTrainer(model=str(init), args=args, train_dataset=rows, processing_class=tokenizer)
+    trainer.train()
+    path = _save(trainer, stage_dir / "model")
+    shutil.rmtree(stage_dir / "init", ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    return {"model": str(path), "heldout": policy_oracle_score(model, tokenizer, heldout)}
+
+
+def _policy_candidates(policy: str, sources: Sequence[str], config: MiniReproConfig, seed: int) -> list[list[str]]:
+    """Translations of each source sampled from the policy (``policy_candidates_per_group`` draws at
+    ``judge_data_temperature``), keeping only those made of Berun words: a tiny policy's rare byte-level garbage
+    would teach the judge little about translation quality."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .task import TARGET_WORDS
+
+    sampled = generate_translations(
+        AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy), sources,
+        config.judge_data_temperature, config.policy_candidates_per_group, seed=seed,
+    )  # fmt: skip
+    words = set(TARGET_WORDS)
+    return [[t for t in texts if t and "\n" not in t and set(t.split()) <= words] for texts in sampled]
+
+
+def _groups_dataset(sources: Sequence[str], sampled: Sequence[list[str]], sizes: Sequence[int], config, seed: int):
+    """Ranking-dataset rows: per source, its distinct policy samples topped up with perturbed references."""
+    from datasets import Dataset
+
+    from .judge_data import group_analysis
+    from .task import errors_to_score, oracle_errors, perturb
+
+    rng = random.Random(seed)
+    columns: dict[str, list[Any]] = {k: [] for k in ("src_text", "src_lang", "trg_lang", "mt_texts", "scores",
+                                                     "errors", "analysis")}  # fmt: skip
+    for source, samples in zip(sources, sampled):
+        reference, size = translate(source), rng.choice(list(sizes))
+        candidates: list[str] = []
+        for text in [*samples, *(perturb(reference, rng.randint(0, config.max_perturbation_errors), rng)
+                                 for _ in range(4 * size))]:  # fmt: skip
+            if text not in candidates and len(candidates) < size:
+                candidates.append(text)
+        if len(candidates) < size:
+            continue
+        rng.shuffle(candidates)
+        errors = [oracle_errors(c, reference) for c in candidates]
+        for name, value in (("src_text", source), ("src_lang", SOURCE_LANGUAGE), ("trg_lang", TARGET_LANGUAGE),
+                            ("mt_texts", candidates), ("errors", errors),
+                            ("scores", [errors_to_score(e) for e in errors]),
+                            ("analysis", group_analysis(source, candidates, config.analysis_style))):  # fmt: skip
+            columns[name].append(value)
+    return Dataset.from_dict(columns)
+
+
+def run_judge_data(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Training groups (2-4 candidates) and held-out groups (4 candidates, unseen sources)."""
+    policy, heldout = inputs["policy_sft"]["model"], inputs["heldout_sources"]
+    train_sources = sample_sources(config.judge_train_groups, config.seed + 2, heldout)
+    train = _groups_dataset(train_sources, _policy_candidates(policy, train_sources, config, config.seed), (2, 3, 4),
+                            config, config.seed + 3)  # fmt: skip
+    eval_sources = sample_sources(config.heldout_groups, config.seed + 4, [*heldout, *train_sources])
+    test = _groups_dataset(eval_sources, _policy_candidates(policy, eval_sources, config, config.seed + 1), (4,),
+                           config, config.seed + 5)  # fmt: skip
+    train.save_to_disk(stage_dir / "train")
+    test.save_to_disk(stage_dir / "test")
+    policy_share = sum(
+        sum(e > 0 for e in errors) for errors in train["errors"]
+    ) / max(sum(len(e) for e in train["errors"]), 1)
+    return {"train": str(stage_dir / "train"), "test": str(stage_dir / "test"), "train_groups": len(train),
+            "test_groups": len(test), "train_candidates_with_errors": policy_share}  # fmt: skip
+
+
+def _sft_judge(config: MiniReproConfig, stage_dir: Path, init: str, conversations, batch_size: int) -> str:
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from .judge_data import to_prompt_completion
+
+    rows = to_prompt_completion(conversations).shuffle(seed=config.seed)
+    args = SFTConfig(
+        num_train_epochs=config.judge_sft_epochs, per_device_train_batch_size=batch_size,
+        learning_rate=config.judge_learning_rate, lr_scheduler_type="cosine", warmup_steps=20, max_length=384,
+        **_trainer_common(config, stage_dir),
+    )  # fmt: skip
+    trainer = SFTTrainer(model=init, args=args, train_dataset=rows, processing_class=AutoTokenizer.from_pretrained(init))
+    trainer.train()
+    return str(_save(trainer, stage_dir / "model"))
+
+
+def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The GQM judge's SFT cold start on the templated analyses."""
+    from datasets import load_from_disk
+
+    from ..data.judge_builders import build_judge_sft_dataset
+
+    train = load_from_disk(inputs["judge_data"]["train"])
+    model = _sft_judge(config, stage_dir, inputs["policy_sft"]["model"], build_judge_sft_dataset(train),
+                       config.judge_batch_size)  # fmt: skip
+    return {"model": model}
+
+
+def run_sqm_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The pointwise judge on the same budget: the same groups, one conversation per candidate, for the same number
+    of epochs and optimiser steps (the batch holds as many candidates as the GQM judge's batch holds)."""
+    from datasets import load_from_disk
+
+    from .judge_data import build_sqm_sft_dataset
+
+    train = load_from_disk(inputs["judge_data"]["train"])
+    conversations = build_sqm_sft_dataset(train, config.analysis_style)
+    batch_size = round(config.judge_batch_size * len(conversations) / len(train))
+    return {"model": _sft_judge(config, stage_dir, inputs["policy_sft"]["model"], conversations, batch_size)}
+
+
+def run_judge_rlvr(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """RLVR of the SFT judge on its verifiable ranking reward (shuffled and sub-grouped training groups)."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from ..data.judge_builders import build_judge_rlvr_dataset
+    from ..trainers import JudgeRLVRConfig, JudgeRLVRTrainer
+
+    train = load_from_disk(inputs["judge_data"]["train"])
+    rows = build_judge_rlvr_dataset(train, shuffle_augment=1, subgroup_augment=1, seed=config.seed)
+    rows = rows.shuffle(seed=config.seed)
+    init = inputs["judge_sft"]["model"]
+    args = JudgeRLVRConfig(
+        max_steps=config.rlvr_steps, num_generations=config.rlvr_generations,
+        per_device_train_batch_size=config.rlvr_prompts_per_step * config.rlvr_generations,
+        learning_rate=config.rlvr_learning_rate, lr_scheduler_type="constant", max_completion_length=200,
+        **{**_trainer_common(config, stage_dir), "logging_steps": 5},
+    )  # fmt: skip
+    trainer = JudgeRLVRTrainer(model=init, args=args, train_dataset=rows,
+                               processing_class=AutoTokenizer.from_pretrained(init))  # fmt: skip
+    trainer.train()
+    history = [{k: v for k, v in h.items() if k in ("step", "reward", "grrm_ranking_reward/valid_rate")}
+               for h in trainer.state.log_history if "reward" in h]  # fmt: skip
+    return {"model": str(_save(trainer, stage_dir / "model")), "history": history}
+
+
+def evaluate_judge(model: str, style: str, test_dir: str) -> dict[str, Any]:
+    """Held-out pairwise ranking accuracy (ties a class of their own) of one judge, greedy, with the package's
+    ``eval-ranking`` machinery; plus the share of judged groups whose scores are all equal."""
+    from datasets import load_from_disk
+
+    from ..engines import SamplingSettings, TransformersEngine
+    from ..evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups, summarize
+
+    groups = groups_from_dataset(load_from_disk(test_dir))
+    engine = TransformersEngine(model, dtype="float32", batch_size=100)
+    judge = GQMJudge() if style == "gqm" else SQMJudge()
+    evaluations = judge_groups(groups, judge, engine, SamplingSettings(max_tokens=200), max_retries=0)
+    metrics = summarize(evaluations, 1)
+    judged = [e.scores for e in evaluations if e.scores is not None]
+    return {
+        "accuracy": metrics["accuracy"], "parse_failure_rate": metrics["parse_failure_rate"],
+        "tie_rate": metrics["tie_rate"], "truth_tie_rate": metrics["truth_tie_rate"],
+        "zero_variance_groups": sum(len(set(s)) == 1 for s in judged) / max(len(judged), 1),
+    }  # fmt: skip
+
+
+def run_judge_eval(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    test = inputs["judge_data"]["test"]
+    return {
+        "gqm_sft": evaluate_judge(inputs["judge_sft"]["model"], "gqm", test),
+        "gqm_rlvr": evaluate_judge(inputs["judge_rlvr"]["model"], "gqm", test),
+        "sqm": evaluate_judge(inputs["sqm_sft"]["model"], "sqm", test),
+    }
+
+
+def judge_reward(judge_model: str, style: str, backend: str, num_generations: int):
+    """The GRPO reward for a trained miniature judge: :class:`~trl_grrm.rewards.GroupRelativeRewardFunction`."""
+    from ..formats.mt import DEFAULT_EXTRACTOR
+    from ..rewards import GroupRelativeRewardFunction
+    from .models import MT_PROMPT_STYLE
+
+    engine = dict(dtype="float32", max_model_len=512, enforce_eager=True) if backend == "vllm" else dict(batch_size=64, device="cpu")
+    return GroupRelativeRewardFunction(
+        judge=dict(model=judge_model, backend=backend, max_tokens=200, max_parse_retries=1, **engine),
+        judge_style=style, num_generations=num_generations, score_scale=0.1, invalid_completion_reward=0.0,
+        unjudged_reward=None, extractor=DEFAULT_EXTRACTOR[MT_PROMPT_STYLE], name=f"{style}_judge",
+    )  # fmt: skip
+
+
+def policy_curve_callback(tokenizer: Any, sources: Sequence[str], every: int):
+    """A ``TrainerCallback`` whose ``points`` hold the held-out oracle score (:func:`policy_oracle_score`) at step 0,
+    every ``every`` steps and at the last step."""
+    from transformers import TrainerCallback
+
+    class PolicyCurve(TrainerCallback):
+        """Held-out oracle score of the policy at step 0 and every ``every`` steps."""
+
+        def __init__(self) -> None:
+            self.points: list[dict[str, float]] = []
+
+        def _measure(self, state, model) -> None:
+            self.points.append({"step": state.global_step, **policy_oracle_score(model, tokenizer, sources)})
+            logger.info("step %d: held-out oracle score %.2f", state.global_step, self.points[-1]["oracle_score"])
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self._measure(state, model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every == 0 or state.global_step == state.max_steps:
+                self._measure(state, model)
+
+    return PolicyCurve()
+
+
+def run_grpo(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any], reward: str) -> dict[str, Any]:
+    """GSPO on the SFT policy with one of the three rewards; same data order, steps and seed for all three."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from ..trainers import GSPOConfig, GSPOTrainer
+
+    policy, heldout = inputs["policy_sft"]["model"], inputs["heldout_sources"]
+    sources = sample_sources(config.grpo_steps * config.grpo_prompts_per_step, config.seed + 6, heldout)
+    data = Dataset.from_dict({"prompt": [mt_messages(s) for s in sources], "src_text": sources,
+                              "src_lang": [SOURCE_LANGUAGE] * len(sources),
+                              "trg_lang": [TARGET_LANGUAGE] * len(sources)})  # fmt: skip
+    if reward == "oracle":
+        reward_funcs: list[Any] = [oracle_reward]
+    else:
+        judge = inputs["judge_rlvr" if reward == "gqm" else "sqm_sft"]["model"]
+        reward_funcs = [judge_reward(judge, reward, config.judge_backend, config.grpo_generations)]
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    curve = policy_curve_callback(tokenizer, heldout, config.eval_every)
+    args = GSPOConfig(
+        max_steps=config.grpo_steps, num_generations=config.grpo_generations,
+        per_device_train_batch_size=config.grpo_prompts_per_step * config.grpo_generations,
+        learning_rate=config.grpo_learning_rate, lr_scheduler_type="constant", max_completion_length=24,
+        temperature=config.grpo_temperature, beta=0.0, shuffle_dataset=False, **{**_trainer_common(config, stage_dir), "logging_steps": 1},
+    )  # fmt: skip
+    trainer = GSPOTrainer(model=policy, reward_funcs=reward_funcs, args=args, train_dataset=data,
+                          processing_class=tokenizer, callbacks=[curve])  # fmt: skip
+    try:
+        trainer.train()
+    finally:
+        for function in reward_funcs:
+            if hasattr(function, "engine"):
+                function.engine.close()
+    steps = [h for h in trainer.state.log_history if "frac_reward_zero_std" in h]
+    return {
+        "curve": curve.points,
+        "zero_variance": [{"step": h["step"], "value": h["frac_reward_zero_std"]} for h in steps],
+        "reward": [{"step": h["step"], "value": h["reward"]} for h in steps],
+        "model": str(_save(trainer, stage_dir / "model")),
+    }
+
+
+# -- report --------------------------------------------------------------------------------------------------------
+
+
+def summarize_results(config: MiniReproConfig, outputs: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the issue's targets are about, from the stage outputs."""
+    start = outputs["grpo_oracle"]["curve"][0]["oracle_score"]
+    runs = {}
+    for reward in REWARDS:
+        run = outputs[f"grpo_{reward}"]
+        zero = [p["value"] for p in run["zero_variance"]]
+        runs[reward] = {
+            "final_oracle_score": run["curve"][-1]["oracle_score"],
+            "best_oracle_score": max(p["oracle_score"] for p in run["curve"]),
+            "zero_variance_fraction": sum(zero) / max(len(zero), 1),
+        }
+    oracle_gain = runs["oracle"]["final_oracle_score"] - start
+    for reward in REWARDS:
+        final = runs[reward]["final_oracle_score"]
+        runs[reward]["relative_gain"] = (final - start) / start if start else None
+        runs[reward]["share_of_oracle_gain"] = (final - start) / oracle_gain if oracle_gain > 0 else None
+    return {"config": dataclasses.asdict(config), "policy_start": start, "judges": outputs["judge_eval"],
+            "grpo": runs, "stage_seconds": outputs.get("stage_seconds", {})}  # fmt: skip
+
+
+def _plots(outputs: dict[str, Any], results: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    judges = results["judges"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    labels = ["GQM SFT", "GQM RLVR", "SQM"]
+    values = [judges[k]["accuracy"] or 0.0 for k in ("gqm_sft", "gqm_rlvr", "sqm")]
+    ax.bar(labels, values, color=["#9ecae1", "#3182bd", "#fdae6b"])
+    for i, value in enumerate(values):
+        ax.text(i, value + 0.01, f"{value:.2f}", ha="center")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("held-out pairwise accuracy")
+    ax.set_title("Judge ranking accuracy (4-candidate groups)")
+    fig.tight_layout()
+    fig.savefig(out / "judge_accuracy.png", dpi=120)
+    names.append("judge_accuracy.png")
+    for key, ylabel, filename, title in (
+        ("zero_variance", "zero-variance groups", "zero_variance.png", "Groups with no learning signal"),
+        ("curve", "held-out oracle score (0-10)", "policy_score.png", "Policy quality during GSPO"),
+    ):
+        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        for reward in REWARDS:
+            points = outputs[f"grpo_{reward}"][key]
+            y = [p["oracle_score"] if key == "curve" else p["value"] for p in points]
+            if key == "zero_variance":  # a 10-step moving average; per-step values are 0, 1/8, ...
+                y = [sum(y[max(0, i - 9) : i + 1]) / len(y[max(0, i - 9) : i + 1]) for i in range(len(y))]
+            ax.plot([p["step"] for p in points], y, label=f"{reward} reward", marker="o" if key == "curve" else None)
+        ax.set_xlabel("GSPO step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / filename, dpi=120)
+        names.append(filename)
+        plt.close("all")
+    return names
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """``results.md``: the judge table, the GRPO table and the plots."""
+
+    def fmt(value: Any, digits: int = 2) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    judges, runs = results["judges"], results["grpo"]
+    lines = [
+        f"# Miniature reproduction (seed {results['config']['seed']})", "",
+        "| judge | held-out pairwise accuracy | zero-variance groups | parse failures |", "|---|---|---|---|",
+    ]  # fmt: skip
+    for key, label in (("gqm_sft", "GQM after SFT"), ("gqm_rlvr", "GQM after RLVR"), ("sqm", "SQM (pointwise)")):
+        j = judges[key]
+        lines.append(f"| {label} | {fmt(j['accuracy'])} | {fmt(j['zero_variance_groups'])} | "
+                     f"{fmt(j['parse_failure_rate'])} |")  # fmt: skip
+    lines += [
+        "", f"Policy after SFT: held-out oracle score {fmt(results['policy_start'])} / 10.", "",
+        "| GSPO reward | final oracle score | relative gain | share of oracle-reward gain | zero-variance groups |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for reward in REWARDS:
+        r = runs[reward]
+        gain = None if r["relative_gain"] is None else 100 * r["relative_gain"]
+        lines.append(f"| {reward} | {fmt(r['final_oracle_score'])} | {fmt(gain, 0)}% | "
+                     f"{fmt(r['share_of_oracle_gain'])} | {fmt(r['zero_variance_fraction'])} |")  # fmt: skip
+    seconds = results.get("stage_seconds", {})
+    if seconds:
+        lines += ["", "Stage times (s, this run; cached stages 0): "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())]  # fmt: skip
+    lines += ["", "![judges](judge_accuracy.png) ![zero variance](zero_variance.png) ![policy](policy_score.png)", ""]
+    return "\n".join(lines)
+
+
+# -- driver --------------------------------------------------------------------------------------------------------
+
+_RUNNERS: dict[str, Callable[[MiniReproConfig, Path, dict[str, Any]], dict[str, Any]]] = {
+    "policy_sft": run_policy_sft,
+    "judge_data": run_judge_data,
+    "judge_sft": run_judge_sft,
+    "judge_rlvr": run_judge_rlvr,
+    "sqm_sft": run_sqm_sft,
+    "judge_eval": run_judge_eval,
+    "grpo_gqm": lambda c, d, i: run_grpo(c, d, i, "gqm"),
+    "grpo_sqm": lambda c, d, i: run_grpo(c, d, i, "sqm"),
+    "grpo_oracle": lambda c, d, i: run_grpo(c, d, i, "oracle"),
+}
+
+
+def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, progress: bool = True) -> dict:
+    """Run (or resume) the miniature reproduction and write ``results.json``, ``results.md`` and the plots into
+    ``config.output_dir``; returns the results. ``stages`` limits the run to those stages (and what they need
+    that is not cached yet)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(config.threads)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = list(STAGES[:-1]) if stages is None else [s for s in STAGES[:-1] if s in stages]
+    if stages is not None and (unknown := sorted(set(stages) - set(STAGES))):
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    needed = STAGES.index(wanted[-1]) + 1 if wanted else 0
+    outputs: dict[str, Any] = {
+        "heldout_sources": sample_sources(config.heldout_sources, config.seed + 1_000),
+        "stage_seconds": {},
+    }
+    bar = tqdm(STAGES[:needed], desc="mini-repro", disable=not progress, unit="stage")
+    for stage in bar:
+        bar.set_postfix_str(stage)
+        stage_dir = out / stage
+        record = stage_dir / "stage.json"
+        key = _stage_key(config, stage)
+        if record.exists() and json.loads(record.read_text()).get("key") == key:
+            outputs[stage] = json.loads(record.read_text())["output"]
+            outputs["stage_seconds"][stage] = 0.0
+            continue
+        if stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True)
+        started = time.time()
+        outputs[stage] = _RUNNERS[stage](config, stage_dir, outputs)
+        outputs["stage_seconds"][stage] = time.time() - started
+        record.write_text(json.dumps({"key": key, "output": outputs[stage]}, indent=1))
+        logger.info("stage %s done in %.0f s", stage, outputs["stage_seconds"][stage])
+    if needed < len(STAGES) - 1:
+        return outputs
+    results = summarize_results(config, outputs)
+    results["plots"] = _plots(outputs, results, out)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(render_markdown(results))
+    return results

@@ -1,0 +1,172 @@
+# Copyright the trl-grrm authors. Licensed under the Apache License, Version 2.0.
+"""``trl-grrm sft-judge``: stage 1 of GRRM judge training: SFT cold start with TRL's ``SFTTrainer``.
+
+Reads a ranking dataset (columns ``src_text``, ``src_lang``, ``trg_lang``, ``mt_texts``, ``scores``, ``analysis``;
+e.g. ``double7/TowerBlocks-MT-Ranking``), turns every group into one judge conversation with
+:func:`trl_grrm.data.build_judge_sft_dataset` (user: the GQM prompt, candidates in stored order; assistant: the
+annotator's analysis, then ``### Final Ranking:`` and ``### Scores:`` derived from the labels) and fine-tunes the
+judge on it. By default the conversations are split into prompt and completion so that only the judge's answer
+is trained on (``--prompt_completion false`` trains on the whole conversation).
+
+Usage:
+
+    # 2 nodes x 8 GPUs (run on each node with its --machine_rank), the paper's settings:
+    accelerate launch --config_file accelerate_configs/zero3_multinode.yaml \\
+        --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR \\
+        recipes/sft_grrm.py --config recipes/configs/sft_grrm_full.yaml
+
+    # LoRA, any number of GPUs (keep per_device x accumulation x processes = 64):
+    accelerate launch recipes/sft_grrm.py --config recipes/configs/sft_grrm_lora.yaml
+
+    # any key of the YAML can be overridden on the command line:
+    python recipes/sft_grrm.py --config recipes/configs/sft_grrm_full.yaml --dataset_name data/ranking.jsonl \\
+        --expected_num_processes 1 --max_steps 10
+
+``dataset_name`` is a local file (.parquet/.jsonl/.json/.csv), a folder with ``<split>.parquet|jsonl|json`` or a
+hub dataset id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+from accelerate import PartialState
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_config
+
+from trl_grrm.data import build_judge_sft_dataset
+from trl_grrm.evaluation.ranking import load_ranking_dataset
+from trl_grrm.distributed import end_training
+from trl_grrm.scripts.parsing import GRRMParser
+
+
+@dataclass
+class JudgeSFTScriptArguments(ScriptArguments):
+    """TRL's dataset arguments (``dataset_name``, ``dataset_config``, ``dataset_train_split``,
+    ``dataset_test_split``) plus the judge SFT recipe's own."""
+
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Ranking dataset to evaluate on (file, folder or hub id). Default: dataset_name's "
+                  "dataset_test_split, when eval_strategy is not 'no'."},
+    )  # fmt: skip
+    missing_analysis: str = field(
+        default="skip", metadata={"help": "Rows without an analysis: 'skip' them or raise an 'error'."}
+    )
+    prompt_completion: bool = field(
+        default=True,
+        metadata={"help": "Split each conversation into prompt and completion so the loss covers only the judge's "
+                  "answer (as the GRRM SFT did); false trains on the whole conversation."},
+    )  # fmt: skip
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N ranking rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N ranking rows."})
+    expected_num_processes: int | None = field(
+        default=None,
+        metadata={"help": "Fail fast unless launched on this many processes: the config's batch arithmetic "
+                  "(per_device_train_batch_size x gradient_accumulation_steps x processes) assumes it."},
+    )  # fmt: skip
+
+
+HELP = "SFT cold start of a GRRM judge on ranking data (stage 1 of judge training)."
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> GRRMParser:
+    """The recipe's ``TrlParser``: (script arguments, ``SFTConfig``, ``ModelConfig``)."""
+    dataclass_types = (JudgeSFTScriptArguments, SFTConfig, ModelConfig)
+    if subparsers is not None:
+        return subparsers.add_parser("sft-judge", help=HELP, dataclass_types=dataclass_types)
+    return GRRMParser(dataclass_types, nested={}, prog=prog)
+
+
+def batch_arithmetic(training_args, num_processes: int) -> dict[str, int]:
+    """Sequences per optimiser step for a run on ``num_processes`` processes."""
+    per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * num_processes
+    return {
+        "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
+        "num_processes": num_processes,
+        "global_batch_size": per_step,
+    }
+
+
+def _check_processes(expected: int | None, training_args) -> None:
+    actual = PartialState().num_processes
+    if expected is not None and expected != actual:
+        numbers = batch_arithmetic(training_args, expected)
+        raise SystemExit(
+            f"this config expects {expected} processes (global batch {numbers['global_batch_size']} = "
+            f"{numbers['per_device_train_batch_size']} per device x {numbers['gradient_accumulation_steps']} "
+            f"accumulation x {expected}), but {actual} were launched. Adjust gradient_accumulation_steps and pass "
+            f"--expected_num_processes {actual}."
+        )
+
+
+def to_prompt_completion(conversations):
+    """``messages`` = [user, assistant] -> ``prompt`` = [user], ``completion`` = [assistant] (TRL's format)."""
+    return conversations.map(
+        lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+        remove_columns=["messages"],
+    )
+
+
+def build_split(name: str, split: str, config: str | None, limit: int | None, script_args):
+    ranking = load_ranking_dataset(name, split=split, config=config)
+    if limit is not None:
+        ranking = ranking.select(range(min(limit, len(ranking))))
+    conversations = build_judge_sft_dataset(ranking, missing_analysis=script_args.missing_analysis)
+    if not len(conversations):
+        raise SystemExit(f"{name} ({split}) gave no SFT conversation: does it have an 'analysis' column with text?")
+    return to_prompt_completion(conversations) if script_args.prompt_completion else conversations
+
+
+def main(script_args, training_args, model_args) -> None:
+    if not script_args.dataset_name:
+        raise SystemExit("--dataset_name is required (a ranking dataset: file, folder or hub id)")
+    _check_processes(script_args.expected_num_processes, training_args)
+    model_init_kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    model_init_kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = model_init_kwargs
+
+    train_dataset = build_split(
+        script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config,
+        script_args.max_train_samples, script_args,
+    )  # fmt: skip
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset = build_split(
+            script_args.eval_dataset_name or script_args.dataset_name, script_args.dataset_test_split,
+            None if script_args.eval_dataset_name else script_args.dataset_config, script_args.max_eval_samples,
+            script_args,
+        )  # fmt: skip
+
+    trainer = SFTTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        peft_config=get_peft_config(model_args),
+    )
+    numbers = batch_arithmetic(training_args, trainer.accelerator.num_processes)
+    trainer.accelerator.print(f"judge SFT: {len(train_dataset)} conversations, batch {numbers}")
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"judge saved to {training_args.output_dir}")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    end_training(trainer)
+
+
+def run(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Parse ``argv`` (and its ``--config`` YAML) and train."""
+    main(*make_parser(prog=prog).parse_args_and_config(list(sys.argv[1:] if argv is None else argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
