@@ -32,12 +32,14 @@ def _sha256(path: Path) -> str:
 
 
 def export_assets(run_dir: str | Path, destination: str | Path = ASSETS_DIR) -> Path:
-    """Copy a finished reproduction's policy and RLVR judge into ``destination`` in bfloat16, with a manifest."""
+    """Copy a reproduction's SFT policy and RLVR judge (its stages up to ``judge_eval`` done) into ``destination``
+    in bfloat16, with a manifest."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir, destination = Path(run_dir), Path(destination)
-    results = json.loads((run_dir / "results.json").read_text())
+    outputs = {name: json.loads((run_dir / name / "stage.json").read_text())["output"]
+             for name in ("policy_sft", "judge_eval")}  # fmt: skip
     files: dict[str, str] = {}
     for name, stage in MODELS.items():
         source, target = run_dir / stage / "model", destination / name
@@ -48,9 +50,9 @@ def export_assets(run_dir: str | Path, destination: str | Path = ASSETS_DIR) -> 
             files[f"{name}/{path.name}"] = _sha256(path)
     manifest = {
         "files": files,
-        "config": results["config"],
-        "policy_heldout_oracle_score": results["policy_start"],
-        "judge_heldout_accuracy": results["judges"]["gqm_rlvr"]["accuracy"],
+        "source": "trl-grrm reproduce-mini (trl_grrm.mini.pipeline), stages policy_sft and judge_rlvr",
+        "policy_heldout": outputs["policy_sft"]["heldout"],
+        "judge_heldout": outputs["judge_eval"]["gqm_rlvr"],
     }
     (destination / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return destination

@@ -555,9 +555,15 @@ def run_grpo(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any], r
             if hasattr(function, "engine"):
                 function.engine.close()
     steps = [h for h in trainer.state.log_history if "frac_reward_zero_std" in h]
+    name = f"{reward}_judge"
+
+    def no_signal(h: dict[str, Any]) -> float:
+        # TRL counts a group with equal rewards; a group the judge could not score (NaN rewards) teaches nothing either.
+        return h["frac_reward_zero_std"] + h.get(f"{name}/unjudged_groups", 0.0) / max(h.get(f"{name}/groups", 1.0), 1.0)
+
     return {
         "curve": curve.points,
-        "zero_variance": [{"step": h["step"], "value": h["frac_reward_zero_std"]} for h in steps],
+        "zero_variance": [{"step": h["step"], "value": no_signal(h)} for h in steps],
         "reward": [{"step": h["step"], "value": h["reward"]} for h in steps],
         "model": str(_save(trainer, stage_dir / "model")),
     }
@@ -608,7 +614,7 @@ def _plots(outputs: dict[str, Any], results: dict[str, Any], out: Path) -> list[
     fig.savefig(out / "judge_accuracy.png", dpi=120)
     names.append("judge_accuracy.png")
     for key, ylabel, filename, title in (
-        ("zero_variance", "zero-variance groups", "zero_variance.png", "Groups with no learning signal"),
+        ("zero_variance", "groups with no signal", "zero_variance.png", "Equal rewards or unjudged groups"),
         ("curve", "held-out oracle score (0-10)", "policy_score.png", "Policy quality during GSPO"),
     ):
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
