@@ -248,7 +248,7 @@ def test_reward_function_pickles_without_its_engine(server):
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="needs base_url"):
+    with pytest.raises(ValueError, match=r"needs judge\.base_url"):
         GroupRelativeRewardConfig(judge_model="j", backend="openai")
     with pytest.raises(ValueError, match="Unknown translation extractor"):
         GroupRelativeRewardConfig(judge_model="j", extractor="xml")
