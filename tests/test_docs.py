@@ -138,7 +138,7 @@ def test_mkdocs_build_strict(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     assert (tmp_path / "site" / "api" / "rewards" / "index.html").is_file()
     reward_page = (tmp_path / "site" / "reward-functions" / "index.html").read_text(encoding="utf-8")
-    assert "<code>max_judge_tokens</code>" in reward_page  # the generated option table was rendered
+    assert "<code>score_scale</code>" in reward_page  # the generated option table was rendered
 
 
 def test_text_after_a_generated_table_stays_outside_it():
