@@ -51,7 +51,8 @@ def main() -> None:
     from trl_grrm.data.judge_builders import build_judge_sft_dataset
     from trl_grrm.engines import SamplingSettings, TransformersEngine
     from trl_grrm.evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups, summarize
-    from trl_grrm.mini.judge_data import build_ranking_dataset, build_sqm_sft_dataset, to_prompt_completion
+    from trl_grrm.data import to_prompt_completion
+    from trl_grrm.mini.judge_data import build_ranking_dataset, build_sqm_sft_dataset
     from trl_grrm.mini.models import build_mini_model
     from trl_grrm.mini.task import translate
 

@@ -42,15 +42,15 @@ def logged_metrics(output_dir: Path) -> list[dict]:
     return [entry for entry in state["log_history"] if "loss" in entry]
 
 
-def check_run(output: str, output_dir: Path, steps: int, *, generations: int | None = None,
-              adapter: bool = False) -> tuple[list[dict], list[dict]]:
+def check_run(output: str, output_dir: Path, steps: int, *, generations: int | None = None, adapter: bool = False,
+              score_scale: float = 0.01) -> tuple[list[dict], list[dict]]:
     """Model, model card, completions and audit logs exist; metrics were logged every step (the judge's on the steps
     that generate). Returns (logs, audit)."""
     weights = "adapter_model.safetensors" if adapter else "model.safetensors"
     assert (output_dir / weights).is_file(), sorted(p.name for p in output_dir.iterdir())
     assert (output_dir / "tokenizer_config.json").is_file()
     card = (output_dir / "README.md").read_text(encoding="utf-8")
-    assert "## Translation recipe (trl-grrm)" in card and '"score_scale": 0.01' in card
+    assert "## Translation recipe (trl-grrm)" in card and f'"score_scale": {score_scale}' in card
     completions = sorted((output_dir / "completions").glob("completions_*.parquet"))
     assert len(completions) == steps
     audit = [json.loads(line) for line in (output_dir / "judge_audit.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -94,8 +94,9 @@ def check_judged_by_engine(audit: list[dict]) -> None:
 # -- the embedded default ------------------------------------------------------------------------------------------
 
 
-def test_embedded_default_python(tmp_path, cache_dir):
-    output = run([sys.executable, str(RECIPE)], cwd=tmp_path, cache_dir=cache_dir)
+def test_stand_in_default_python(tmp_path, cache_dir):
+    # A judge named without a model: the tiny offline policy (SFT cold start) and the chrF stand-in judge server.
+    output = run([sys.executable, str(RECIPE), "--judge.backend", "standin"], cwd=tmp_path, cache_dir=cache_dir)
     assert "JUDGE: STAND-IN (not a GRRM judge)" in output and "--judge.base_url http" in output
     output_dir = tmp_path / "outputs" / "grpo-mt-tiny"
     logs, audit = check_run(output, output_dir, steps=12, generations=6)  # steps_per_generation 2
@@ -123,10 +124,21 @@ def test_trl_grrm_grpo_mt_with_a_yaml_judge_block(tmp_path, cache_dir):
 
 
 def test_embedded_default_accelerate_launch(tmp_path, cache_dir):
+    # The README's first command (shortened): nothing named, so the shipped miniature policy trains against the
+    # shipped tiny GRRM judge served by in-process vLLM, and the held-out oracle score is measured before and after.
     output = run(["accelerate", "launch", str(RECIPE), "--max_steps", "4"], cwd=tmp_path, cache_dir=cache_dir)
-    output_dir = tmp_path / "outputs" / "grpo-mt-tiny"
-    _, audit = check_run(output, output_dir, steps=4, generations=2)
-    check_judge_rewards_vary(output_dir, audit)
+    assert "STAND-IN" not in output and "embedded default: the miniature policy" in output
+    output_dir = tmp_path / "outputs" / "grpo-mt-mini"
+    logs, audit = check_run(output, output_dir, steps=4, score_scale=0.1)  # judge_preset default
+    check_judged_by_engine(audit)
+    check_judge_rewards_vary(output_dir, audit)  # a trained judge: its answers parse and separate candidates
+    assert "Reward: GRRM judge" in (output_dir / "README.md").read_text(encoding="utf-8")
+    points = json.loads((output_dir / "heldout_oracle_score.json").read_text(encoding="utf-8"))
+    assert [p["step"] for p in points] == [0, 4]
+    assert all(0.0 <= p["oracle_score"] <= 10.0 for p in points)
+    assert (output_dir / "heldout_oracle_score.png").stat().st_size > 0
+    before, after = points[0]["oracle_score"], points[-1]["oracle_score"]
+    assert f"{before:.2f} before -> {after:.2f} after 4 steps" in output
 
 
 # -- 2 processes, DeepSpeed ZeRO-3 on CPU --------------------------------------------------------------------------

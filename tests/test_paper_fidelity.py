@@ -135,7 +135,7 @@ def parsed_paper_configs() -> dict:
         "reward": grpo.reward_config(grpo_args[0], grpo_args[1]),
         "sft_mt": sft_mt, "sft_mt_processes": sft_mt_raw["expected_num_processes"],
         "sft_grrm": sft_grrm, "rlvr": rlvr, "eval": eval_mt.PAPER_PRESET,
-        "llm_judge": eval_mt.LLMJudgeSettings(model="unset"),
+        "llm_judge": eval_mt.parse_args(["--model", "unset", "--llm_judge.model", "unset"]).llm_judge,
     }
 
 
@@ -253,7 +253,7 @@ def fidelity_rows(c: dict) -> list[tuple[str, str, object, object, str | None]]:
          "GEMBA-SQM-style prompt with reference, any model (--llm_judge.model)",
          "the exact official prompt text is not available to this project; ours is written from its description"),
         ("MT eval", "LLM judge temperature / top_p / re-asks", "0.4 / 0.7 / 6",
-         f"{_fmt(c['llm_judge'].temperature)} / {_fmt(c['llm_judge'].top_p)} / {c['llm_judge'].max_retries}", None),
+         f"{_fmt(c['llm_judge'].temperature)} / {_fmt(c['llm_judge'].top_p)} / {c['llm_judge'].max_parse_retries}", None),
         ("MT eval", "LLM judge re-ask temperature", "+0.2 per re-ask", _fmt(c["llm_judge"].retry_temperature),
          "re-asks go through the judging loop shared with eval-ranking, which uses one re-ask temperature"),
     ]
@@ -427,7 +427,8 @@ def test_bleurt_is_skipped_with_a_reason_without_its_package():
 def test_llm_judge_scores_against_the_reference():
     import re
 
-    from trl_grrm.evaluation.mt import EvalItem, LLMJudgeSettings, llm_judge_scores
+    from trl_grrm.engines import JudgeConfig
+    from trl_grrm.evaluation.mt import LLM_JUDGE_DEFAULTS, EvalItem, llm_judge_scores
 
     def answer(prompt: str, temperature: float) -> str:
         reference = re.search(r"German human reference:\n```\n(.*?)\n```", prompt, re.S).group(1)
@@ -445,7 +446,8 @@ def test_llm_judge_scores_against_the_reference():
     ]
     with JudgeServer() as server:
         server.judge = answer
-        summary = llm_judge_scores(items, LLMJudgeSettings(model="judge", base_url=[server.base_url], max_retries=1))
+        summary = llm_judge_scores(items, JudgeConfig(model="judge", base_url=[server.base_url],
+                                                    **{**LLM_JUDGE_DEFAULTS, "max_parse_retries": 1}))
         temperatures = sorted(r["temperature"] for r in server.requests)
     assert [item.llm_judge for item in items] == [100.0, 55.0, 0.0, None, None]
     assert summary["judged"] == 2 and summary["extraction_failed"] == 1 and summary["failed_parse_failed"] == 1

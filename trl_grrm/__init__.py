@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .engines.config import JudgeConfig
 from .formats import build_gqm_prompt, build_mt_prompt, format_gqm_answer, parse_gqm_output
 from .rewards import GroupRelativeRewardConfig, GroupRelativeRewardFunction, PairwiseRewardConfig, PairwiseRewardFunction
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GroupRelativeRewardConfig",
+    "JudgeConfig",
     "GroupRelativeRewardFunction",
     "PairwiseRewardConfig",
     "PairwiseRewardFunction",

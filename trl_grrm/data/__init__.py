@@ -7,6 +7,7 @@ from .judge_builders import (
     build_judge_rlvr_dataset,
     build_judge_sft_dataset,
     clean_analysis,
+    to_prompt_completion,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "build_judge_rlvr_dataset",
     "build_judge_sft_dataset",
     "clean_analysis",
+    "to_prompt_completion",
 ]

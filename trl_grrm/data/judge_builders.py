@@ -327,3 +327,19 @@ def build_judge_rlvr_dataset(
                 columns["augmentation"].append(kind)
     _warn_contradictions(contradicting, len(ds))
     return Dataset.from_dict(columns, features=RLVR_FEATURES)
+
+
+def to_prompt_completion(conversations: Dataset) -> Dataset:
+    """Split ``messages`` conversations into TRL's ``prompt`` (every turn but the last) and ``completion`` (the last,
+    assistant turn) columns, so ``SFTTrainer`` puts the loss on the answer only.
+
+    Example:
+        >>> turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        >>> rows = Dataset.from_dict({"messages": [turns]})
+        >>> to_prompt_completion(rows)[0]["completion"]
+        [{'role': 'assistant', 'content': 'a'}]
+    """
+    return conversations.map(
+        lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+        remove_columns=["messages"],
+    )

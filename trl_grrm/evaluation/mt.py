@@ -320,36 +320,22 @@ def bleurt_scores(items: Sequence[EvalItem], checkpoint: str, batch_size: int = 
     return {"status": "ok", "checkpoint": checkpoint}
 
 
-@dataclass
-class LLMJudgeSettings:
-    """The reference-based LLM-judge metric (GEMBA-SQM style, 0-100), through one of the judge engines.
-
-    The defaults are the paper's evaluation sampling (temperature 0.4, top_p 0.7, up to 6 re-asks at a higher
-    temperature); answers that never parse are left out of the mean and counted, as in the paper.
-    """
-
-    model: str
-    backend: str = "openai"
-    base_url: list[str] | None = None
-    temperature: float = 0.4
-    top_p: float = 0.7
-    max_tokens: int = 8192
-    max_retries: int = 6
-    retry_temperature: float = 1.0
-    seed: int = 0
-
-
-def llm_judge_scores(items: Sequence[EvalItem], settings: LLMJudgeSettings,
-                     engine: Any = None) -> dict[str, Any]:
+def llm_judge_scores(items: Sequence[EvalItem], judge: JudgeConfig, engine: Any = None) -> dict[str, Any]:
     """Score each first-sample hypothesis against its reference with a GEMBA-SQM-style prompt
     (:class:`trl_grrm.judging.GembaSQMJudge`), writing ``item.llm_judge`` (0-100).
 
     Batching, re-asks and failure reasons come from the judging core (:class:`trl_grrm.judging.JudgeRunner`): every
     hypothesis is a one-candidate group with its reference. A failed extraction is not sent and scores 0 (the paper
-    scored its "Translation Failed." placeholder instead). ``engine`` overrides the one ``settings`` describes
-    (tests, or an engine shared with the GRRM judge); an engine built here is closed before returning.
+    scored its "Translation Failed." placeholder instead). ``judge`` gives the engine, sampling and re-asks (``eval-mt``
+    applies the paper's :data:`LLM_JUDGE_DEFAULTS`); ``engine`` overrides the one it describes (tests, or an engine
+    shared with the GRRM judge). An engine built here is closed before returning.
+
+    Example:
+        >>> items = [EvalItem(0, "Hello.", "en", "de", "Hallo.", "p", hypotheses=["Hallo."])]
+        >>> llm_judge_scores(items, JudgeConfig(model="judge", base_url=["http://judge:8000/v1"]))  # doctest: +SKIP
+        {'status': 'ok', 'model': 'judge', 'backend': 'openai', ..., 'judged': 1, 'extraction_failed': 0}
     """
-    from ..engines import EngineConfig, SamplingSettings, build_engine
+    from ..engines import build_engine
     from ..judging import GembaSQMJudge, JudgeGroup, JudgeRunner, JudgeTask, RetryPolicy
 
     scored = [item for item in items if item.reference is not None]
@@ -357,12 +343,7 @@ def llm_judge_scores(items: Sequence[EvalItem], settings: LLMJudgeSettings,
         return {"status": "skipped", "reason": "no references"}
     own_engine = engine is None
     if own_engine:
-        if settings.backend == "openai" and not settings.base_url:
-            raise ValueError("--llm-judge-backend openai needs --llm-judge-base-url (e.g. http://host:8000/v1)")
-        if settings.backend not in ("openai", "vllm", "transformers"):
-            raise ValueError(f"llm judge backend must be openai, vllm or transformers, got {settings.backend!r}")
-        engine = build_engine(EngineConfig(model=settings.model, backend=settings.backend,
-                                           base_url=settings.base_url, seed=settings.seed))
+        engine = build_engine(judge.engine_config())
     counts: dict[str, int] = {"judged": 0, "extraction_failed": 0}
     tasks: list[tuple[EvalItem, JudgeTask]] = []
     for item in scored:
@@ -372,11 +353,9 @@ def llm_judge_scores(items: Sequence[EvalItem], settings: LLMJudgeSettings,
             continue
         group = JudgeGroup(item.src_text, [item.hypothesis], item.src_lang, item.trg_lang, item.reference, item.index)
         tasks.append((item, JudgeTask(group)))
-    sampling = SamplingSettings(temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_tokens, seed=settings.seed)
-    policy = RetryPolicy(max_retries=settings.max_retries, retry_temperature=settings.retry_temperature)
+    policy = RetryPolicy(max_retries=judge.max_parse_retries, retry_temperature=judge.retry_temperature)
     try:
-        JudgeRunner(engine, policy, sampling).run(GembaSQMJudge(), [task for _, task in tasks])
+        JudgeRunner(engine, policy, judge.sampling()).run(GembaSQMJudge(), [task for _, task in tasks])
     finally:
         if own_engine:
             engine.close()
@@ -387,7 +366,7 @@ def llm_judge_scores(items: Sequence[EvalItem], settings: LLMJudgeSettings,
             continue
         item.llm_judge = task.scores[0]
         counts["judged"] += 1
-    return {"status": "ok", "model": settings.model, "backend": settings.backend,
+    return {"status": "ok", "model": judge.model, "backend": judge.backend,
             "prompt": "GEMBA-SQM style with reference, written from the paper's description (not its exact text)",
             **counts}
 
@@ -693,7 +672,7 @@ def evaluate(
     comet_model: str | None = DEFAULT_COMET_MODEL,
     judge: JudgeSettings | None = None,
     bleurt_checkpoint: str | None = None,
-    llm_judge: LLMJudgeSettings | None = None,
+    llm_judge: JudgeConfig | None = None,
 ) -> dict[str, Any]:
     """Generate, extract and score; returns the JSON-ready results (see :func:`main`)."""
     import torch
@@ -839,7 +818,8 @@ def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
-#: The LLM judge's defaults: the paper's evaluation sampling (see :class:`LLMJudgeSettings`).
+#: The LLM judge's defaults: the paper's evaluation sampling (temperature 0.4, top_p 0.7, up to 6 re-asks at a
+#: higher temperature); answers that never parse are left out of the mean and counted, as in the paper.
 LLM_JUDGE_DEFAULTS: dict[str, Any] = {"temperature": 0.4, "top_p": 0.7, "max_tokens": 8192, "max_parse_retries": 6}
 
 #: eval-mt's flags from before the nested judge options, still accepted (hidden from --help).
@@ -941,14 +921,7 @@ def main(argv: list[str] | None = None) -> int:
             print(note)
     if args.runs < 1:
         parser.error(f"--runs must be >= 1, got {args.runs}")
-    llm_judge = None
-    if args.llm_judge.model:
-        j = args.llm_judge
-        llm_judge = LLMJudgeSettings(
-            model=j.model, backend=j.backend, base_url=j.base_url, temperature=j.temperature, top_p=j.top_p,
-            max_tokens=j.max_tokens, max_retries=j.max_parse_retries, retry_temperature=j.retry_temperature,
-            seed=j.seed or 0,
-        )
+    llm_judge = args.llm_judge if args.llm_judge.model else None
 
     vllm_kwargs = dict(tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
                        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager)

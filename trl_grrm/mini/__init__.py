@@ -10,7 +10,7 @@ Example:
     True
 """
 
-from .judge_data import build_ranking_dataset, build_sqm_sft_dataset, group_analysis, to_prompt_completion
+from .judge_data import build_ranking_dataset, build_sqm_sft_dataset, group_analysis
 from .models import MODEL_SIZES, build_mini_model, build_mini_tokenizer
 from .task import (
     SOURCE_LANGUAGE,
@@ -37,6 +37,5 @@ __all__ = [
     "oracle_score",
     "perturb",
     "sample_source",
-    "to_prompt_completion",
     "translate",
 ]

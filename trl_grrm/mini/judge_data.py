@@ -181,19 +181,3 @@ def build_sqm_sft_dataset(ranking: Dataset, style: str = "compare") -> Dataset:
             answer = format_sqm_answer(analysis, score)
             messages.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
     return Dataset.from_dict({"messages": messages})
-
-
-def to_prompt_completion(conversations: Dataset) -> Dataset:
-    """Split ``messages`` conversations (user turn, assistant turn) into TRL's ``prompt`` / ``completion`` columns,
-    so ``SFTTrainer`` puts the loss on the judge's answer only.
-
-    Example:
-        >>> turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-        >>> rows = Dataset.from_dict({"messages": [turns]})
-        >>> to_prompt_completion(rows)[0]["completion"]
-        [{'role': 'assistant', 'content': 'a'}]
-    """
-    return conversations.map(
-        lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
-        remove_columns=["messages"],
-    )

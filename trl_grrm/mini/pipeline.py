@@ -388,7 +388,7 @@ def _sft_judge(config: MiniReproConfig, stage_dir: Path, init: str, conversation
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from .judge_data import to_prompt_completion
+    from ..data import to_prompt_completion
 
     rows = to_prompt_completion(conversations).shuffle(seed=config.seed)
     args = SFTConfig(

@@ -43,7 +43,7 @@ from trl_grrm.mini.demo import DEMO_TRAINING_DEFAULTS, heldout_curve_callback, i
 from trl_grrm.engines import JudgeConfig  # noqa: E402
 from trl_grrm.formats.mt import DEFAULT_EXTRACTOR, MT_PROMPT_TEMPLATES  # noqa: E402
 from trl_grrm.distributed import end_training  # noqa: E402
-from trl_grrm.scripts.parsing import GRRMParser, option_from_argv_or_config  # noqa: E402
+from trl_grrm.scripts.parsing import GRRMParser, check_expected_processes, option_from_argv_or_config  # noqa: E402
 from trl_grrm.testing.standin_judge import STANDIN_MODEL_NAME, start_standin_judge  # noqa: E402
 from trl_grrm.trainers import GSPOConfig  # noqa: E402
 
@@ -267,15 +267,7 @@ def check_layout(script_args: MTScriptArguments, args: GRPOConfig, num_processes
     per-generation batch sizes would silently change); returns (and logs) warnings for layouts that work but are
     worth knowing about.
     """
-    expected = script_args.expected_num_processes
-    if expected and expected != num_processes:
-        per_process = args.per_device_train_batch_size * args.gradient_accumulation_steps
-        raise ValueError(
-            f"this config was written for {expected} processes but was launched on {num_processes}: each optimiser "
-            f"step would see {per_process * num_processes} completions instead of {per_process * expected}. Scale "
-            f"gradient_accumulation_steps and steps_per_generation by {expected}/{num_processes} and pass "
-            f"--expected_num_processes {num_processes}."
-        )
+    check_expected_processes(script_args.expected_num_processes, num_processes, args, rollouts=True)
     warnings = []
     if (args.per_device_train_batch_size * args.steps_per_generation) % args.num_generations:
         warnings.append(

@@ -328,3 +328,29 @@ def option_from_argv_or_config(argv: Sequence[str], name: str) -> Any:
             config = yaml.safe_load(handle) or {}
         return config.get(name)
     return None
+
+
+def check_expected_processes(expected: int | None, launched: int, training_args: Any, *, rollouts: bool = False) -> None:
+    """Stop before training when a config written for ``expected`` processes is launched on ``launched``: the
+    global batch (and with it the paper's optimiser settings) would silently change.
+
+    ``rollouts`` names ``steps_per_generation`` in the advice too (GRPO-style trainers).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=8)
+        >>> check_expected_processes(16, 16, args)  # as written: nothing to say
+        >>> check_expected_processes(16, 8, args)
+        Traceback (most recent call last):
+        ...
+        ValueError: this config was written for 16 processes but was launched on 8: each optimiser step would see 256 sequences instead of 512. Scale gradient_accumulation_steps by 16/8 and pass --expected_num_processes 8.
+    """
+    if not expected or expected == launched:
+        return
+    per_process = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    scale = "gradient_accumulation_steps and steps_per_generation" if rollouts else "gradient_accumulation_steps"
+    raise ValueError(
+        f"this config was written for {expected} processes but was launched on {launched}: each optimiser step "
+        f"would see {per_process * launched} sequences instead of {per_process * expected}. Scale {scale} by "
+        f"{expected}/{launched} and pass --expected_num_processes {launched}."
+    )

@@ -29,14 +29,13 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-from accelerate import PartialState
 from transformers import AutoTokenizer
 from trl import ModelConfig, ScriptArguments, get_peft_config
 
 from trl_grrm.data import build_judge_rlvr_dataset
 from trl_grrm.evaluation.ranking import load_ranking_dataset
 from trl_grrm.distributed import end_training
-from trl_grrm.scripts.parsing import GRRMParser
+from trl_grrm.scripts.parsing import GRRMParser, check_expected_processes
 from trl_grrm.trainers import JudgeRLVRConfig, JudgeRLVRTrainer
 
 
@@ -136,19 +135,6 @@ def check_batch_arithmetic(training_args, num_processes: int) -> dict[str, int]:
     return numbers
 
 
-def _check_processes(expected: int | None, training_args) -> None:
-    actual = PartialState().num_processes
-    if expected is not None and expected != actual:
-        numbers = batch_arithmetic(training_args, expected)
-        raise SystemExit(
-            f"this config expects {expected} processes ({numbers['prompts_per_generation']} prompts x "
-            f"{numbers['num_generations']} answers per rollout batch, {numbers['prompts_per_step']} prompts per "
-            f"optimiser step), but {actual} were launched. Scale gradient_accumulation_steps and "
-            f"steps_per_generation by {expected}/{actual} and pass --expected_num_processes {actual}."
-        )
-    check_batch_arithmetic(training_args, actual)
-
-
 def build_split(name, split, config, limit, shuffle_augment, subgroup_augment, seed, tokenizer, max_prompt_length):
     """Load a ranking split, build its RLVR prompts and drop the over-long ones."""
     ranking = load_ranking_dataset(name, split=split, config=config)
@@ -172,7 +158,9 @@ def build_split(name, split, config, limit, shuffle_augment, subgroup_augment, s
 def main(script_args, training_args, model_args) -> None:
     if not script_args.dataset_name:
         raise SystemExit("--dataset_name is required (a ranking dataset: file, folder or hub id)")
-    _check_processes(script_args.expected_num_processes, training_args)
+    check_expected_processes(script_args.expected_num_processes, training_args.world_size, training_args,
+                             rollouts=True)
+    check_batch_arithmetic(training_args, training_args.world_size)
     model_init_kwargs = dict(
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,

@@ -32,13 +32,12 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-from accelerate import PartialState
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_config
 
-from trl_grrm.data import build_judge_sft_dataset
+from trl_grrm.data import build_judge_sft_dataset, to_prompt_completion
 from trl_grrm.evaluation.ranking import load_ranking_dataset
 from trl_grrm.distributed import end_training
-from trl_grrm.scripts.parsing import GRRMParser
+from trl_grrm.scripts.parsing import GRRMParser, check_expected_processes
 
 
 @dataclass
@@ -79,37 +78,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     return GRRMParser(dataclass_types, nested={}, prog=prog)
 
 
-def batch_arithmetic(training_args, num_processes: int) -> dict[str, int]:
-    """Sequences per optimiser step for a run on ``num_processes`` processes."""
-    per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * num_processes
-    return {
-        "per_device_train_batch_size": training_args.per_device_train_batch_size,
-        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
-        "num_processes": num_processes,
-        "global_batch_size": per_step,
-    }
-
-
-def _check_processes(expected: int | None, training_args) -> None:
-    actual = PartialState().num_processes
-    if expected is not None and expected != actual:
-        numbers = batch_arithmetic(training_args, expected)
-        raise SystemExit(
-            f"this config expects {expected} processes (global batch {numbers['global_batch_size']} = "
-            f"{numbers['per_device_train_batch_size']} per device x {numbers['gradient_accumulation_steps']} "
-            f"accumulation x {expected}), but {actual} were launched. Adjust gradient_accumulation_steps and pass "
-            f"--expected_num_processes {actual}."
-        )
-
-
-def to_prompt_completion(conversations):
-    """``messages`` = [user, assistant] -> ``prompt`` = [user], ``completion`` = [assistant] (TRL's format)."""
-    return conversations.map(
-        lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
-        remove_columns=["messages"],
-    )
-
-
 def build_split(name: str, split: str, config: str | None, limit: int | None, script_args):
     ranking = load_ranking_dataset(name, split=split, config=config)
     if limit is not None:
@@ -123,7 +91,7 @@ def build_split(name: str, split: str, config: str | None, limit: int | None, sc
 def main(script_args, training_args, model_args) -> None:
     if not script_args.dataset_name:
         raise SystemExit("--dataset_name is required (a ranking dataset: file, folder or hub id)")
-    _check_processes(script_args.expected_num_processes, training_args)
+    check_expected_processes(script_args.expected_num_processes, training_args.world_size, training_args)
     model_init_kwargs = dict(
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
@@ -152,8 +120,9 @@ def main(script_args, training_args, model_args) -> None:
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
-    numbers = batch_arithmetic(training_args, trainer.accelerator.num_processes)
-    trainer.accelerator.print(f"judge SFT: {len(train_dataset)} conversations, batch {numbers}")
+    global_batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    trainer.accelerator.print(f"judge SFT: {len(train_dataset)} conversations, global batch "
+                              f"{global_batch * trainer.accelerator.num_processes}")
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"judge saved to {training_args.output_dir}")

@@ -24,10 +24,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_config  # noqa: E402
 
+from trl_grrm.data import to_prompt_completion  # noqa: E402
 from trl_grrm.data.mt_builders import build_mt_sft_dataset, load_mt_rows  # noqa: E402
 from trl_grrm.formats.mt import MT_PROMPT_TEMPLATES  # noqa: E402
 from trl_grrm.distributed import end_training
-from trl_grrm.scripts.parsing import GRRMParser  # noqa: E402
+from trl_grrm.scripts.parsing import GRRMParser, check_expected_processes  # noqa: E402
 
 HELP = "SFT cold start of the translation policy on reasoning-translation data."
 
@@ -74,14 +75,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     return parser
 
 
-def to_prompt_completion(dataset):
-    """``messages`` [user, assistant] -> conversational ``prompt`` / ``completion`` (loss on the completion)."""
-    return dataset.map(
-        lambda row: {"prompt": row["messages"][:1], "completion": row["messages"][1:]},
-        remove_columns=["messages"],
-    )
-
-
 def main(script_args: SFTMTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> int:
     """Build the SFT conversations and train with ``trl.SFTTrainer``."""
     if model_args.model_name_or_path is None:
@@ -94,14 +87,7 @@ def main(script_args: SFTMTScriptArguments, training_args: SFTConfig, model_args
         "attn_implementation": model_args.attn_implementation,
         "dtype": model_args.dtype,
     }
-    num_processes, expected = training_args.world_size, script_args.expected_num_processes
-    if expected and expected != num_processes:
-        per_process = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-        raise ValueError(
-            f"this config was written for {expected} processes (global batch {per_process * expected}) but was "
-            f"launched on {num_processes}; adjust gradient_accumulation_steps and pass "
-            f"--expected_num_processes {num_processes}."
-        )
+    check_expected_processes(script_args.expected_num_processes, training_args.world_size, training_args)
     rows = load_mt_rows(script_args.dataset_name, split=script_args.dataset_train_split,
                         config=script_args.dataset_config)
     dataset = build_mt_sft_dataset(rows, style=script_args.prompt_style, response_column=script_args.response_column,
