@@ -62,7 +62,16 @@ def test_stages_are_cached_and_rerun_only_from_a_changed_setting(tmp_path, monke
     calls.clear()
     changed = MiniReproConfig(output_dir=str(tmp_path), rlvr_steps=config.rlvr_steps + 1)
     run_pipeline(changed, stages=["judge_eval"], progress=False)
-    assert calls == ["judge_rlvr", "sqm_sft", "judge_eval"]
+    assert calls == ["judge_rlvr", "judge_eval"]  # the SQM judge does not read the RLVR judge
+    calls.clear()
+    outputs = run_pipeline(changed, stages=["grpo_oracle"], progress=False)
+    assert calls == ["grpo_oracle"] and outputs["grpo_oracle"]["upstream"] == ["policy_sft"]
+    calls.clear()
+    run_pipeline(MiniReproConfig(output_dir=str(tmp_path), judge_train_groups=7), stages=["grpo_oracle"],
+                 progress=False)
+    assert calls == []  # judge data is not the oracle run's business
+    run_pipeline(MiniReproConfig(output_dir=str(tmp_path), policy_sft_steps=7), stages=["grpo_oracle"], progress=False)
+    assert calls == ["policy_sft", "grpo_oracle"]
     with pytest.raises(ValueError, match="unknown stage"):
         run_pipeline(config, stages=["judge_sft", "nonsense"], progress=False)
 

@@ -145,27 +145,54 @@ class MiniReproConfig:
             raise ValueError("eval_every and grpo_steps must be >= 1")
 
 
-# Which settings each stage depends on (besides the stages before it): a change re-runs the stage and what follows.
+# The stages each stage reads, and the settings it depends on itself. A stage's cache key covers its own settings and
+# those of every stage it needs, directly or not: a change re-runs exactly the stages it can affect.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "policy_sft": (),
+    "judge_data": ("policy_sft",),
+    "judge_sft": ("judge_data",),
+    "judge_rlvr": ("judge_sft",),
+    "sqm_sft": ("judge_data",),
+    "judge_eval": ("judge_rlvr", "sqm_sft"),
+    "grpo_gqm": ("judge_rlvr",),
+    "grpo_sqm": ("sqm_sft",),
+    "grpo_oracle": ("policy_sft",),
+}
 _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "policy_sft": ("seed", "model_size", "policy_sft_steps", "policy_sft_batch_size", "policy_sft_learning_rate"),
-    "judge_data": ("judge_train_groups", "policy_candidates_per_group", "max_perturbation_errors", "judge_data_temperature",
-                   "analysis_style", "heldout_groups",
+    "policy_sft": ("seed", "model_size", "policy_sft_steps", "policy_sft_batch_size", "policy_sft_learning_rate",
                    "heldout_sources"),
+    "judge_data": ("judge_train_groups", "policy_candidates_per_group", "max_perturbation_errors",
+                   "judge_data_temperature", "analysis_style", "heldout_groups"),
     "judge_sft": ("judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
     "judge_rlvr": ("rlvr_steps", "rlvr_prompts_per_step", "rlvr_generations", "rlvr_learning_rate"),
-    "sqm_sft": (),
+    "sqm_sft": ("judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
     "judge_eval": (),
     "grpo_gqm": ("grpo_steps", "grpo_prompts_per_step", "grpo_generations", "grpo_learning_rate", "grpo_temperature",
-                 "eval_every",
-                 "judge_backend"),
-    "report": (),
-}  # fmt: skip
-_STAGE_FIELDS["grpo_sqm"] = _STAGE_FIELDS["grpo_oracle"] = _STAGE_FIELDS["grpo_gqm"]
+                 "eval_every", "judge_backend"),
+}
+_STAGE_FIELDS["grpo_sqm"] = _STAGE_FIELDS["grpo_gqm"]
+_STAGE_FIELDS["grpo_oracle"] = tuple(name for name in _STAGE_FIELDS["grpo_gqm"] if name != "judge_backend")
+
+
+def stages_needed(stages: Sequence[str]) -> list[str]:
+    """``stages`` and every stage they read, directly or not, in running order (``report`` left out).
+
+    Example:
+        >>> stages_needed(["grpo_oracle"])
+        ['policy_sft', 'grpo_oracle']
+    """
+    needed: set[str] = set()
+    todo = [stage for stage in stages if stage != "report"]
+    while todo:
+        stage = todo.pop()
+        if stage not in needed:
+            needed.add(stage)
+            todo.extend(_NEEDS[stage])
+    return [stage for stage in STAGES if stage in needed]
 
 
 def _stage_key(config: MiniReproConfig, stage: str) -> str:
-    upto = STAGES[: STAGES.index(stage) + 1]
-    settings = {name: getattr(config, name) for s in upto for name in _STAGE_FIELDS[s]}
+    settings = {name: getattr(config, name) for s in stages_needed([stage]) for name in _STAGE_FIELDS[s]}
     return hashlib.sha256(json.dumps([stage, settings], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -685,23 +712,24 @@ _RUNNERS: dict[str, Callable[[MiniReproConfig, Path, dict[str, Any]], dict[str, 
 
 def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, progress: bool = True) -> dict:
     """Run (or resume) the miniature reproduction and write ``results.json``, ``results.md`` and the plots into
-    ``config.output_dir``; returns the results. ``stages`` limits the run to those stages (and what they need
-    that is not cached yet)."""
+    ``config.output_dir``; returns the results. ``stages`` limits the run to those stages and the ones they read
+    (:func:`stages_needed`), each taken from its cache when its settings are unchanged; ``report`` among them runs
+    everything."""
     import torch
     from tqdm.auto import tqdm
 
     torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    wanted = list(STAGES[:-1]) if stages is None else [s for s in STAGES[:-1] if s in stages]
     if stages is not None and (unknown := sorted(set(stages) - set(STAGES))):
         raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
-    needed = STAGES.index(wanted[-1]) + 1 if wanted else 0
+    everything = stages is None or "report" in stages
+    to_run = stages_needed(STAGES if everything else stages)
     outputs: dict[str, Any] = {
         "heldout_sources": sample_sources(config.heldout_sources, config.seed + 1_000),
         "stage_seconds": {},
     }
-    bar = tqdm(STAGES[:needed], desc="mini-repro", disable=not progress, unit="stage")
+    bar = tqdm(to_run, desc="mini-repro", disable=not progress, unit="stage")
     for stage in bar:
         bar.set_postfix_str(stage)
         stage_dir = out / stage
@@ -719,7 +747,7 @@ def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, p
         outputs["stage_seconds"][stage] = time.time() - started
         record.write_text(json.dumps({"key": key, "output": outputs[stage]}, indent=1))
         logger.info("stage %s done in %.0f s", stage, outputs["stage_seconds"][stage])
-    if needed < len(STAGES) - 1:
+    if not everything:
         return outputs
     results = summarize_results(config, outputs)
     results["plots"] = _plots(outputs, results, out)
