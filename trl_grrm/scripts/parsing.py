@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from dataclasses import dataclass, field
 import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from trl import TrlParser
+from trl import ScriptArguments, TrlParser
 
 from ..engines.config import LEGACY_JUDGE_KEYS, JudgeConfig
 
@@ -354,3 +355,24 @@ def check_expected_processes(expected: int | None, launched: int, training_args:
         f"would see {per_process * launched} sequences instead of {per_process * expected}. Scale {scale} by "
         f"{expected}/{launched} and pass --expected_num_processes {launched}."
     )
+
+
+@dataclass
+class RankingDataScriptArguments(ScriptArguments):
+    """TRL's dataset arguments (``dataset_name``, ``dataset_config``, ``dataset_train_split``, ``dataset_test_split``)
+    plus what both judge-training scripts read: an optional separate eval set, row limits and the launch check."""
+
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Ranking dataset to evaluate on (file, folder or hub id). Default: dataset_name's "
+                  "dataset_test_split, when eval_strategy is not 'no'."},
+    )  # fmt: skip
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N ranking rows (before any augmentation)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N ranking rows."})
+    expected_num_processes: int | None = field(
+        default=None,
+        metadata={"help": "Fail fast unless launched on this many processes: the config's batch arithmetic "
+                  "(per_device_train_batch_size x gradient_accumulation_steps x processes) assumes it."},
+    )  # fmt: skip

@@ -30,25 +30,19 @@ import sys
 from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
-from trl import ModelConfig, ScriptArguments, get_peft_config
+from trl import ModelConfig, get_peft_config
 
 from trl_grrm.data import build_judge_rlvr_dataset
 from trl_grrm.evaluation.ranking import load_ranking_dataset
 from trl_grrm.distributed import end_training
-from trl_grrm.scripts.parsing import GRRMParser, check_expected_processes
+from trl_grrm.scripts.parsing import GRRMParser, RankingDataScriptArguments, check_expected_processes
 from trl_grrm.trainers import JudgeRLVRConfig, JudgeRLVRTrainer
 
 
 @dataclass
-class JudgeRLVRScriptArguments(ScriptArguments):
-    """TRL's dataset arguments (``dataset_name``, ``dataset_config``, ``dataset_train_split``,
-    ``dataset_test_split``) plus the judge RLVR recipe's own."""
+class JudgeRLVRScriptArguments(RankingDataScriptArguments):
+    """:class:`~trl_grrm.scripts.parsing.RankingDataScriptArguments` plus the judge RLVR recipe's own."""
 
-    eval_dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "Ranking dataset to evaluate on (file, folder or hub id). Default: dataset_name's "
-                  "dataset_test_split, when eval_strategy is not 'no'."},
-    )  # fmt: skip
     shuffle_augment: int = field(
         default=4, metadata={"help": "Extra candidate orders per (sub)group in the training set. Paper: 4."}
     )
@@ -62,15 +56,6 @@ class JudgeRLVRScriptArguments(ScriptArguments):
         default=1600,
         metadata={"help": "Drop judge prompts longer than this many tokens (after the chat template); the paper's "
                   "RLVR used 1600. None keeps everything."},
-    )  # fmt: skip
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N ranking rows (before augmentation)."}
-    )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N ranking rows."})
-    expected_num_processes: int | None = field(
-        default=None,
-        metadata={"help": "Fail fast unless launched on this many processes: the config's batch arithmetic "
-                  "(generation and optimiser batches) assumes it."},
     )  # fmt: skip
 
 

@@ -32,24 +32,18 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_config
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from trl_grrm.data import build_judge_sft_dataset, to_prompt_completion
 from trl_grrm.evaluation.ranking import load_ranking_dataset
 from trl_grrm.distributed import end_training
-from trl_grrm.scripts.parsing import GRRMParser, check_expected_processes
+from trl_grrm.scripts.parsing import GRRMParser, RankingDataScriptArguments, check_expected_processes
 
 
 @dataclass
-class JudgeSFTScriptArguments(ScriptArguments):
-    """TRL's dataset arguments (``dataset_name``, ``dataset_config``, ``dataset_train_split``,
-    ``dataset_test_split``) plus the judge SFT recipe's own."""
+class JudgeSFTScriptArguments(RankingDataScriptArguments):
+    """:class:`~trl_grrm.scripts.parsing.RankingDataScriptArguments` plus the judge SFT recipe's own."""
 
-    eval_dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "Ranking dataset to evaluate on (file, folder or hub id). Default: dataset_name's "
-                  "dataset_test_split, when eval_strategy is not 'no'."},
-    )  # fmt: skip
     missing_analysis: str = field(
         default="skip", metadata={"help": "Rows without an analysis: 'skip' them or raise an 'error'."}
     )
@@ -57,13 +51,6 @@ class JudgeSFTScriptArguments(ScriptArguments):
         default=True,
         metadata={"help": "Split each conversation into prompt and completion so the loss covers only the judge's "
                   "answer (as the GRRM SFT did); false trains on the whole conversation."},
-    )  # fmt: skip
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N ranking rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N ranking rows."})
-    expected_num_processes: int | None = field(
-        default=None,
-        metadata={"help": "Fail fast unless launched on this many processes: the config's batch arithmetic "
-                  "(per_device_train_batch_size x gradient_accumulation_steps x processes) assumes it."},
     )  # fmt: skip
 
 
