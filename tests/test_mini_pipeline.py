@@ -38,6 +38,33 @@ def test_presets_and_validation():
         MiniReproConfig.preset("huge")
     with pytest.raises(ValueError, match="judge_backend"):
         MiniReproConfig(judge_backend="openai")
+    with pytest.raises(ValueError, match="policy_sft_agreement_noise"):
+        MiniReproConfig(policy_sft_agreement_noise=1.5)
+    assert MiniReproConfig(grpo_kwargs='{"beta": 0.04}').grpo_kwargs == {"beta": 0.04}  # JSON from the command line
+
+
+def test_grpo_kwargs_reach_the_gspo_config_and_its_cache_key(tmp_path, monkeypatch):
+    import trl_grrm.trainers as trainers
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def config_spy(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(trainers, "GSPOConfig", config_spy)
+    config = MiniReproConfig(output_dir=str(tmp_path), grpo_kwargs={"beta": 0.04, "sft_coef": 0.0})
+    inputs = {"policy_sft": {"model": str(tmp_path)}, "heldout_sources": sample_sources(3, 0)}
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
+    with pytest.raises(Stop):
+        pipeline.run_grpo(config, tmp_path, inputs, "oracle")
+    assert seen["beta"] == 0.04 and seen["sft_coef"] == 0.0 and seen["max_steps"] == config.grpo_steps
+    plain = MiniReproConfig(output_dir=str(tmp_path))
+    assert pipeline._stage_key(config, "grpo_oracle") != pipeline._stage_key(plain, "grpo_oracle")
+    assert pipeline._stage_key(config, "judge_eval") == pipeline._stage_key(plain, "judge_eval")
 
 
 def test_stages_are_cached_and_rerun_only_from_a_changed_setting(tmp_path, monkeypatch):

@@ -10,13 +10,16 @@ from trl_grrm.formats.gqm import parse_gqm_output
 from trl_grrm.formats.sqm import parse_sqm_output
 from trl_grrm.mini.judge_data import build_ranking_dataset, build_sqm_sft_dataset, group_analysis
 from trl_grrm.mini.task import (
+    IDIOM_TARGET,
     SOURCE_WORDS,
     TARGET_WORDS,
+    GrammarSettings,
     oracle_errors,
     oracle_score,
     perturb,
     sample_source,
     translate,
+    wrong_agreement,
 )
 
 
@@ -143,3 +146,17 @@ def test_ranking_dataset_feeds_the_rlvr_builder_and_the_evaluator():
     ]
     groups = groups_from_dataset(ranking)
     assert [g.language_pair for g in groups] == ["Aklan-Berun"] * 5
+
+
+def test_wrong_agreement_flips_the_verb_number_only():
+    rng = random.Random(5)
+    sources = [sample_source(rng, GrammarSettings(idiom=0.3)) for _ in range(200)]
+    assert any(translate(s).split()[-1] == IDIOM_TARGET for s in sources)
+    for source in sources:
+        reference = translate(source)
+        changed = wrong_agreement(reference)
+        if reference.split()[-1] == IDIOM_TARGET:
+            assert changed == reference
+        else:
+            assert oracle_errors(changed, reference) == 1 and wrong_agreement(changed) == reference
+

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .task import SOURCE_LANGUAGE, TARGET_LANGUAGE, oracle_score, sample_source, translate
+from .task import SOURCE_LANGUAGE, TARGET_LANGUAGE, oracle_score, sample_source, translate, wrong_agreement
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,11 @@ class MiniReproConfig:
     )
     policy_sft_batch_size: int = field(default=32, metadata={"help": "Policy SFT batch size."})
     policy_sft_learning_rate: float = field(default=1e-3, metadata={"help": "Policy SFT learning rate."})
+    policy_sft_agreement_noise: float = field(
+        default=0.0,
+        metadata={"help": "Share of policy SFT references whose verb has the wrong number (trl_grrm.mini.task."
+                 "wrong_agreement): an ambiguity SFT cannot resolve, for RL to remove."},
+    )
 
     judge_train_groups: int = field(default=8000, metadata={"help": "Judge training groups (2-4 candidates each)."})
     policy_candidates_per_group: int = field(
@@ -115,6 +120,11 @@ class MiniReproConfig:
         default=0.7,
         metadata={"help": "GSPO sampling temperature (at 1.0 the tiny policy writes byte-level garbage now and then)."},
     )
+    grpo_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "More GSPOConfig settings for the three GSPO runs, as a mapping (JSON on the command line), "
+                 "e.g. '{\"beta\": 0.04, \"sft_coef\": 0.0}'."},
+    )
     eval_every: int = field(
         default=20,
         metadata={"help": "Measure the policy's held-out oracle score every this many GSPO steps."},
@@ -139,6 +149,10 @@ class MiniReproConfig:
         return cls(**{**presets[name], **overrides})
 
     def __post_init__(self) -> None:
+        if isinstance(self.grpo_kwargs, str):
+            self.grpo_kwargs = json.loads(self.grpo_kwargs) if self.grpo_kwargs.strip() else None
+        if not 0.0 <= self.policy_sft_agreement_noise <= 1.0:
+            raise ValueError(f"policy_sft_agreement_noise must lie in 0-1, got {self.policy_sft_agreement_noise}")
         if self.judge_backend not in ("vllm", "transformers"):
             raise ValueError(f"judge_backend must be 'vllm' or 'transformers', got {self.judge_backend!r}")
         if self.eval_every < 1 or self.grpo_steps < 1:
@@ -160,7 +174,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
 }
 _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "policy_sft": ("seed", "model_size", "policy_sft_steps", "policy_sft_batch_size", "policy_sft_learning_rate",
-                   "heldout_sources"),
+                   "policy_sft_agreement_noise", "heldout_sources"),
     "judge_data": ("judge_train_groups", "policy_candidates_per_group", "max_perturbation_errors",
                    "judge_data_temperature", "analysis_style", "heldout_groups"),
     "judge_sft": ("judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
@@ -168,7 +182,7 @@ _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "sqm_sft": ("judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
     "judge_eval": (),
     "grpo_gqm": ("grpo_steps", "grpo_prompts_per_step", "grpo_generations", "grpo_learning_rate", "grpo_temperature",
-                 "eval_every", "judge_backend"),
+                 "grpo_kwargs", "eval_every", "judge_backend"),
 }
 _STAGE_FIELDS["grpo_sqm"] = _STAGE_FIELDS["grpo_gqm"]
 _STAGE_FIELDS["grpo_oracle"] = tuple(name for name in _STAGE_FIELDS["grpo_gqm"] if name != "judge_backend")
@@ -329,9 +343,12 @@ def run_policy_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, A
 
     heldout = inputs["heldout_sources"]
     sources = sample_sources(config.policy_sft_steps * config.policy_sft_batch_size, config.seed + 1, heldout)
+    rng = random.Random(config.seed + 2)
+    references = [wrong_agreement(translate(s)) if rng.random() < config.policy_sft_agreement_noise else translate(s)
+                  for s in sources]  # fmt: skip
     rows = Dataset.from_dict({
         "prompt": [mt_messages(s) for s in sources],
-        "completion": [[{"role": "assistant", "content": translate(s)}] for s in sources],
+        "completion": [[{"role": "assistant", "content": reference}] for reference in references],
     })  # fmt: skip
     init = build_mini_model(stage_dir / "init", size=config.model_size, seed=config.seed)
     args = SFTConfig(
@@ -567,12 +584,14 @@ def run_grpo(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any], r
         reward_funcs = [judge_reward(judge, reward, config.judge_backend, config.grpo_generations)]
     tokenizer = AutoTokenizer.from_pretrained(policy)
     curve = policy_curve_callback(tokenizer, heldout, config.eval_every)
-    args = GSPOConfig(
+    settings = dict(
         max_steps=config.grpo_steps, num_generations=config.grpo_generations,
         per_device_train_batch_size=config.grpo_prompts_per_step * config.grpo_generations,
         learning_rate=config.grpo_learning_rate, lr_scheduler_type="constant", max_completion_length=24,
-        temperature=config.grpo_temperature, beta=0.0, shuffle_dataset=False, **{**_trainer_common(config, stage_dir), "logging_steps": 1},
+        temperature=config.grpo_temperature, beta=0.0, shuffle_dataset=False,
+        **{**_trainer_common(config, stage_dir), "logging_steps": 1},
     )  # fmt: skip
+    args = GSPOConfig(**{**settings, **(config.grpo_kwargs or {})})
     trainer = GSPOTrainer(model=policy, reward_funcs=reward_funcs, args=args, train_dataset=data,
                           processing_class=tokenizer, callbacks=[curve])  # fmt: skip
     try:

@@ -239,6 +239,22 @@ class Edit:
         return f"{self.reference} in wrong order"
 
 
+def wrong_agreement(reference: str) -> str:
+    """``reference`` with its verb in the other number (one substitution error; the idiom, which does not agree, is
+    left alone). Used to make SFT data ambiguous on purpose, an error that RL with a good reward should remove.
+
+    Example:
+        >>> wrong_agreement("kwe taluen ilk besk seko")
+        'kwe taluen ilk besk seka'
+    """
+    words = reference.split()
+    stem, suffix = words[-1][:-1], words[-1][-1:]
+    flipped = {ending: VERB_SUFFIX[not plural] for plural, ending in VERB_SUFFIX.items()}
+    if stem in VERBS.values() and suffix in flipped:
+        words[-1] = stem + flipped[suffix]
+    return " ".join(words)
+
+
 def align(candidate: str, reference: str) -> list[Edit]:
     """The fewest edits (optimal string alignment over words) that turn ``reference`` into ``candidate``.
 
