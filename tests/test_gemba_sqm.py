@@ -59,7 +59,8 @@ def test_llm_judge_scores_each_hypothesis_and_counts_every_outcome():
 
     engine = ScriptedEngine(answer)
     items = [_item(0, "good"), _item(1, "rambling"), _item(2, "mystery"), _item(3, None), _item(4, "good", None)]
-    summary = llm_judge_scores(items, JudgeConfig(model="judge", backend="transformers", max_parse_retries=2), engine=engine)
+    judge = JudgeConfig(model="judge", backend="transformers", max_parse_retries=2)
+    summary = llm_judge_scores(items, judge, engine=engine)
     assert [item.llm_judge for item in items] == [90.0, 40.0, None, 0.0, None]
     assert summary["judged"] == 2 and summary["extraction_failed"] == 1 and summary["failed_parse_failed"] == 1
     # the failed extraction and the item without a reference were never sent; the mystery was asked 3 times

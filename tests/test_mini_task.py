@@ -159,4 +159,3 @@ def test_wrong_agreement_flips_the_verb_number_only():
             assert changed == reference
         else:
             assert oracle_errors(changed, reference) == 1 and wrong_agreement(changed) == reference
-

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GroupRelativeRewardConfig",
-    "JudgeConfig",
     "GroupRelativeRewardFunction",
+    "JudgeConfig",
     "PairwiseRewardConfig",
     "PairwiseRewardFunction",
     "build_gqm_prompt",

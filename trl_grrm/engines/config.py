@@ -23,9 +23,12 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .base import JudgeEngine, SamplingSettings
+
+if TYPE_CHECKING:
+    from ..judging import JudgeRunner
 
 #: vLLM's share of GPU memory for a judge that has the GPU to itself.
 VLLM_MEMORY_SHARE = 0.9
@@ -227,6 +230,19 @@ class JudgeConfig:
         """The first attempt's sampling settings."""
         return SamplingSettings(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
                                 seed=self.seed)
+
+    def runner(self, engine: JudgeEngine) -> JudgeRunner:
+        """The judging core (:class:`~trl_grrm.judging.JudgeRunner`) on ``engine`` with this judge's sampling, re-asks,
+        prompt limit and unavailable policy."""
+        from ..judging import JudgeRunner, RetryPolicy  # the judging core imports the engines, not the reverse
+
+        return JudgeRunner(
+            engine,
+            RetryPolicy(max_retries=self.max_parse_retries, retry_temperature=self.retry_temperature),
+            self.sampling(),
+            max_prompt_tokens=self.max_prompt_tokens,
+            on_unavailable=self.on_unavailable,
+        )
 
 
 #: Old flat reward-config / recipe names of judge options -> their name in :class:`JudgeConfig`.

@@ -326,7 +326,7 @@ def llm_judge_scores(items: Sequence[EvalItem], judge: JudgeConfig, engine: Any 
 
     Batching, re-asks and failure reasons come from the judging core (:class:`trl_grrm.judging.JudgeRunner`): every
     hypothesis is a one-candidate group with its reference. A failed extraction is not sent and scores 0 (the paper
-    scored its "Translation Failed." placeholder instead). ``judge`` gives the engine, sampling and re-asks (``eval-mt``
+    scored its "Translation Failed." placeholder instead). ``judge`` gives the engine, sampling, re-asks and prompt limit (``eval-mt``
     applies the paper's :data:`LLM_JUDGE_DEFAULTS`); ``engine`` overrides the one it describes (tests, or an engine
     shared with the GRRM judge). An engine built here is closed before returning.
 
@@ -336,7 +336,7 @@ def llm_judge_scores(items: Sequence[EvalItem], judge: JudgeConfig, engine: Any 
         {'status': 'ok', 'model': 'judge', 'backend': 'openai', ..., 'judged': 1, 'extraction_failed': 0}
     """
     from ..engines import build_engine
-    from ..judging import GembaSQMJudge, JudgeGroup, JudgeRunner, JudgeTask, RetryPolicy
+    from ..judging import GembaSQMJudge, JudgeGroup, JudgeTask
 
     scored = [item for item in items if item.reference is not None]
     if not scored:
@@ -353,9 +353,8 @@ def llm_judge_scores(items: Sequence[EvalItem], judge: JudgeConfig, engine: Any 
             continue
         group = JudgeGroup(item.src_text, [item.hypothesis], item.src_lang, item.trg_lang, item.reference, item.index)
         tasks.append((item, JudgeTask(group)))
-    policy = RetryPolicy(max_retries=judge.max_parse_retries, retry_temperature=judge.retry_temperature)
     try:
-        JudgeRunner(engine, policy, judge.sampling()).run(GembaSQMJudge(), [task for _, task in tasks])
+        judge.runner(engine).run(GembaSQMJudge(), [task for _, task in tasks])
     finally:
         if own_engine:
             engine.close()

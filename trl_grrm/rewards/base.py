@@ -106,14 +106,7 @@ class JudgeOptions:
 
     def judge_runner(self, engine: JudgeEngine) -> JudgeRunner:
         """The judging core with this config's sampling, retry policy, prompt limit and unavailable policy."""
-        judge = self.judge
-        return JudgeRunner(
-            engine,
-            RetryPolicy(max_retries=judge.max_parse_retries, retry_temperature=judge.retry_temperature),
-            judge.sampling(),
-            max_prompt_tokens=judge.max_prompt_tokens,
-            on_unavailable=judge.on_unavailable,
-        )
+        return self.judge.runner(engine)
 
 
 @dataclass
