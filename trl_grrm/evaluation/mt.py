@@ -326,9 +326,9 @@ def llm_judge_scores(items: Sequence[EvalItem], judge: JudgeConfig, engine: Any 
 
     Batching, re-asks and failure reasons come from the judging core (:class:`trl_grrm.judging.JudgeRunner`): every
     hypothesis is a one-candidate group with its reference. A failed extraction is not sent and scores 0 (the paper
-    scored its "Translation Failed." placeholder instead). ``judge`` gives the engine, sampling, re-asks and prompt limit (``eval-mt``
-    applies the paper's :data:`LLM_JUDGE_DEFAULTS`); ``engine`` overrides the one it describes (tests, or an engine
-    shared with the GRRM judge). An engine built here is closed before returning.
+    scored its "Translation Failed." placeholder instead). ``judge`` gives the engine, sampling, re-asks and prompt
+    limit (``eval-mt`` applies the paper's :data:`LLM_JUDGE_DEFAULTS`); ``engine`` overrides the one it describes
+    (tests, or an engine shared with the GRRM judge). An engine built here is closed before returning.
 
     Example:
         >>> items = [EvalItem(0, "Hello.", "en", "de", "Hallo.", "p", hypotheses=["Hallo."])]
