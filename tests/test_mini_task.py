@@ -8,12 +8,13 @@ import pytest
 from trl_grrm.data.judge_builders import build_judge_sft_dataset
 from trl_grrm.formats.gqm import parse_gqm_output
 from trl_grrm.formats.sqm import parse_sqm_output
-from trl_grrm.mini.judge_data import build_ranking_dataset, build_sqm_sft_dataset, group_analysis
+from trl_grrm.mini.judge_data import build_ranking_dataset, build_sqm_sft_dataset, describe_candidate, group_analysis
 from trl_grrm.mini.task import (
     IDIOM_TARGET,
     SOURCE_WORDS,
     TARGET_WORDS,
     GrammarSettings,
+    align,
     oracle_errors,
     oracle_score,
     perturb,
@@ -159,3 +160,33 @@ def test_wrong_agreement_flips_the_verb_number_only():
             assert changed == reference
         else:
             assert oracle_errors(changed, reference) == 1 and wrong_agreement(changed) == reference
+
+
+def test_full_alignment_path_spells_out_both_texts_and_counts_the_oracle_errors():
+    rng = random.Random(7)
+    for _ in range(300):
+        reference = translate(sample_source(rng))
+        candidate = perturb(reference, rng.randint(0, 4), rng)
+        path = align(candidate, reference, with_matches=True)
+        rebuilt_reference, rebuilt_candidate = [], []
+        for step in path:
+            if step.kind == "order":
+                first, second = step.reference.split()
+                rebuilt_reference += [first, second]
+                rebuilt_candidate += [second, first]
+                continue
+            rebuilt_reference += [step.reference] if step.reference else []
+            rebuilt_candidate += [step.candidate] if step.candidate else []
+        assert rebuilt_reference == reference.split()
+        assert rebuilt_candidate == candidate.split()
+        assert sum(step.kind != "same" for step in path) == oracle_errors(candidate, reference)
+        errors = describe_candidate(candidate, reference, "count")
+        assert describe_candidate(candidate, reference, "walk").endswith(f"; {errors}")
+
+
+def test_walk_analysis_reads_both_texts_in_order():
+    assert describe_candidate("talu dran seka psa", "talu dranen seka", "walk") == (
+        "talu dranen as dran seka extra psa; 2 errors"
+    )
+    assert describe_candidate("dranen talu seka", "talu dranen seka", "walk") == "talu dranen wrong order seka; 1 error"
+    assert describe_candidate("talu dranen seka", "talu dranen seka", "walk") == "talu dranen seka; no errors"

@@ -14,6 +14,10 @@ The analysis is templated. Three styles:
   recalls a dictionary and counts inside attention; it is also the spirit of GRRM's comparative analysis.
 * ``"echo"``: as ``"compare"``, but each candidate's line first copies the candidate (``A: talu besk | missing ilk;
   1 error``), which ties every letter to its text and puts the two texts to compare side by side in the answer.
+* ``"walk"``: each candidate's line walks the whole alignment with the judge's translation, word by word: a shared
+  word once, and each difference where it happens (``kwe taluen ilk missing besk seko as seka; 2 errors``). Every
+  step only needs the next word of the two texts, found by the look-back-and-copy that small transformers learn
+  first (induction), instead of a search for differences anywhere in the candidate.
 * ``"count"``: only each candidate's error count (the shortest answer).
 """
 
@@ -40,11 +44,20 @@ from .task import (
     translate,
 )
 
-ANALYSIS_STYLES = ("compare", "echo", "count")
+ANALYSIS_STYLES = ("compare", "echo", "walk", "count")
 
 
 def _errors_phrase(count: int) -> str:
     return "no errors" if count == 0 else ("1 error" if count == 1 else f"{count} errors")
+
+
+_WALK_STEPS = {
+    "same": "{reference}",
+    "wrong": "{reference} as {candidate}",
+    "missing": "{reference} missing",
+    "extra": "extra {candidate}",
+    "order": "{reference} wrong order",
+}
 
 
 def describe_candidate(candidate: str, reference: str, style: str = "compare") -> str:
@@ -57,9 +70,16 @@ def describe_candidate(candidate: str, reference: str, style: str = "compare") -
         '2 errors'
         >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko", style="echo")
         'kwe taluen besk seka | missing ilk; seko written as seka; 2 errors'
+        >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko", style="walk")
+        'kwe taluen ilk missing besk seko as seka; 2 errors'
     """
     if style not in ANALYSIS_STYLES:
         raise ValueError(f"unknown analysis style {style!r}; choose one of {list(ANALYSIS_STYLES)}")
+    if style == "walk":
+        path = align(candidate, reference, with_matches=True)
+        errors = sum(step.kind != "same" for step in path)
+        walk = " ".join(_WALK_STEPS[s.kind].format(reference=s.reference, candidate=s.candidate) for s in path)
+        return f"{walk}; {_errors_phrase(errors)}"
     edits = align(candidate, reference)
     if style == "count" or not edits:
         description = _errors_phrase(len(edits))

@@ -96,7 +96,7 @@ class MiniReproConfig:
     )
     analysis_style: str = field(
         default="compare",
-        metadata={"help": "Templated judge analysis: echo, compare or count (trl_grrm.mini.judge_data)."},
+        metadata={"help": "Templated judge analysis: compare, echo, walk or count (trl_grrm.mini.judge_data)."},
     )
     judge_sft_epochs: float = field(
         default=1.0,
@@ -324,9 +324,10 @@ def _save(trainer: Any, path: Path) -> Path:
 
 
 def _trainer_common(config: MiniReproConfig, output: Path) -> dict[str, Any]:
+    # TRL turns on bf16 and gradient checkpointing by default; on a CPU, for models this small, both only cost time.
     return dict(
-        output_dir=str(output / "trainer"), use_cpu=True, bf16=False, seed=config.seed, report_to=[],
-        save_strategy="no", logging_steps=10, dataloader_num_workers=0, disable_tqdm=False,
+        output_dir=str(output / "trainer"), use_cpu=True, bf16=False, gradient_checkpointing=False, seed=config.seed,
+        report_to=[], save_strategy="no", logging_steps=10, dataloader_num_workers=0, disable_tqdm=False,
     )  # fmt: skip
 
 

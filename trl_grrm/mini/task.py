@@ -216,7 +216,7 @@ class Edit:
 
     ``kind`` is ``wrong`` (``reference`` word written as ``candidate``), ``missing`` (``reference`` word absent),
     ``extra`` (``candidate`` word not in the reference) or ``order`` (``reference`` pair ``a b`` written ``b a``:
-    ``reference`` holds ``"a b"``).
+    ``reference`` holds ``"a b"``); ``same`` (a word both share) only in a full alignment path (:func:`align`).
     """
 
     kind: str
@@ -255,16 +255,19 @@ def wrong_agreement(reference: str) -> str:
     return " ".join(words)
 
 
-def align(candidate: str, reference: str) -> list[Edit]:
+def align(candidate: str, reference: str, with_matches: bool = False) -> list[Edit]:
     """The fewest edits (optimal string alignment over words) that turn ``reference`` into ``candidate``.
 
     Ties between equally short alignments are broken the same way every time, so analyses are reproducible.
+    ``with_matches`` also returns the words both share, as ``same`` steps in order: the whole alignment path.
 
     Example:
         >>> [e.kind for e in align("talu besk seka", "talu ilk besk seka")]
         ['missing']
         >>> align("besk talu seka", "talu besk seka")
         [Edit(kind='order', reference='talu besk', candidate='')]
+        >>> [e.kind for e in align("talu besk seka", "talu ilk besk seka", with_matches=True)]
+        ['same', 'missing', 'same', 'same']
     """
     cand, ref = candidate.split(), reference.split()
     n, m = len(ref), len(cand)
@@ -287,6 +290,8 @@ def align(candidate: str, reference: str) -> list[Edit]:
     i, j = n, m
     while i > 0 or j > 0:
         if i > 0 and j > 0 and ref[i - 1] == cand[j - 1] and dist[i][j] == dist[i - 1][j - 1]:
+            if with_matches:
+                edits.append(Edit("same", ref[i - 1], cand[j - 1]))
             i, j = i - 1, j - 1
         elif (
             i > 1 and j > 1 and ref[i - 1] == cand[j - 2] and ref[i - 2] == cand[j - 1] and ref[i - 1] != ref[i - 2]

@@ -1,0 +1,89 @@
+"""Does a miniature judge read its candidates? (diagnostic for issue 9)
+
+The templated analysis of the miniature judges (:mod:`trl_grrm.mini.judge_data`) ends each candidate's line with its
+error count. This script asks trained judges about unseen 4-candidate groups (greedy, transformers) and compares the
+error count each judge writes for each candidate with the oracle's: how often it is exact, its Pearson correlation
+and the mean absolute difference. A judge whose per-candidate lines do not depend on the candidates scores a
+correlation near 0, whatever its answer format.
+
+    .venv/bin/python benchmarks/mini_judge_reading.py \\
+        gqm=outputs/mini-repro/judge_sft/model sqm=outputs/mini-repro/sqm_sft/model
+
+Prints one line per judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_COUNT = re.compile(r"(no errors|(\d+) errors?)")
+
+
+def written_count(line: str) -> int | None:
+    """The error count a judge wrote at the end of a candidate's line, if any."""
+    match = _COUNT.search(line)
+    if match is None:
+        return None
+    return 0 if match.group(1) == "no errors" else int(match.group(2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("judges", nargs="+",
+                        help="STYLE=MODEL_DIR, with STYLE gqm (one call per group) or sqm (one call per candidate)")
+    parser.add_argument("--groups", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=99, help="Seed of the groups (the pipeline trains on seeds < 99).")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_grrm.formats.gqm import CANDIDATE_IDS, build_gqm_prompt
+    from trl_grrm.formats.sqm import build_sqm_prompt
+    from trl_grrm.mini.judge_data import build_ranking_dataset
+
+    torch.set_num_threads(1)
+    groups = build_ranking_dataset(args.groups, seed=args.seed, group_sizes=(4,))
+
+    for spec in args.judges:
+        style, _, path = spec.partition("=")
+        if style not in ("gqm", "sqm") or not path:
+            parser.error(f"expected gqm=MODEL_DIR or sqm=MODEL_DIR, got {spec!r}")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+
+        def answer(prompt: str, max_new_tokens: int) -> str:
+            inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                   return_tensors="pt", return_dict=True)  # fmt: skip
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            return tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+        pairs: list[tuple[int, int]] = []  # (written, oracle)
+        candidates = 0
+        for group in groups:
+            texts, languages = group["mt_texts"], (group["src_lang"], group["trg_lang"])
+            candidates += len(texts)
+            if style == "gqm":
+                text = answer(build_gqm_prompt(group["src_text"], texts, *languages), 200)
+                lines = [re.search(rf"^{cid}: (.*)$", text, re.M) for cid in CANDIDATE_IDS[: len(texts)]]
+                written = [written_count(line.group(1)) if line else None for line in lines]
+            else:
+                prompts = [build_sqm_prompt(group["src_text"], text, *languages) for text in texts]
+                written = [written_count(answer(prompt, 120)) for prompt in prompts]
+            pairs += [(w, e) for w, e in zip(written, group["errors"]) if w is not None]
+        xs, ys = zip(*pairs) if pairs else ((), ())
+        correlation = statistics.correlation(xs, ys) if len(set(xs)) > 1 and len(set(ys)) > 1 else float("nan")
+        exact = sum(x == y for x, y in pairs) / len(pairs) if pairs else float("nan")
+        distance = statistics.mean(abs(x - y) for x, y in pairs) if pairs else float("nan")
+        print(f"{style} {path}: counts written for {len(pairs)}/{candidates} candidates; exact {exact:.2f}, "
+              f"Pearson r {correlation:.2f}, mean |error| {distance:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
