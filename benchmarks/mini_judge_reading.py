@@ -1,9 +1,9 @@
 """Does a miniature judge read its candidates? (diagnostic for issue 9)
 
 The templated analysis of the miniature judges (:mod:`trl_grrm.mini.judge_data`) ends each candidate's line with its
-error count. This script asks trained judges about unseen 4-candidate groups (greedy, transformers) and compares the
-error count each judge writes for each candidate with the oracle's: how often it is exact, its Pearson correlation
-and the mean absolute difference. A judge whose per-candidate lines do not depend on the candidates scores a
+error count. This script asks trained judges about unseen groups (4 candidates, or ``--group-size``; greedy,
+transformers) and compares the error count each judge writes for each candidate with the oracle's: how often it is
+exact, its Pearson correlation and the mean absolute difference. A judge whose per-candidate lines do not depend on the candidates scores a
 correlation near 0, whatever its answer format.
 
     .venv/bin/python benchmarks/mini_judge_reading.py \\
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("judges", nargs="+",
                         help="STYLE=MODEL_DIR, with STYLE gqm (one call per group) or sqm (one call per candidate)")
     parser.add_argument("--groups", type=int, default=60)
+    parser.add_argument("--group-size", type=int, default=4, choices=[2, 3, 4])
     parser.add_argument("--seed", type=int, default=99, help="Seed of the groups (the pipeline trains on seeds < 99).")
     args = parser.parse_args()
 
@@ -49,7 +50,7 @@ def main() -> None:
     from trl_grrm.mini.judge_data import build_ranking_dataset
 
     torch.set_num_threads(1)
-    groups = build_ranking_dataset(args.groups, seed=args.seed, group_sizes=(4,))
+    groups = build_ranking_dataset(args.groups, seed=args.seed, group_sizes=(args.group_size,))
 
     for spec in args.judges:
         style, _, path = spec.partition("=")
