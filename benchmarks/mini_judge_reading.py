@@ -3,8 +3,8 @@
 The templated analysis of the miniature judges (:mod:`trl_grrm.mini.judge_data`) ends each candidate's line with its
 error count. This script asks trained judges about unseen groups (4 candidates, or ``--group-size``; greedy,
 transformers) and compares the error count each judge writes for each candidate with the oracle's: how often it is
-exact, its Pearson correlation and the mean absolute difference. A judge whose per-candidate lines do not depend on the candidates scores a
-correlation near 0, whatever its answer format.
+exact, its Pearson correlation and the mean absolute difference. A judge whose per-candidate lines do not depend on
+the candidates scores a correlation near 0, whatever its answer format.
 
     .venv/bin/python benchmarks/mini_judge_reading.py \\
         gqm=outputs/mini-repro/judge_sft/model sqm=outputs/mini-repro/sqm_sft/model

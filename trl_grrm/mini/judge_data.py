@@ -7,7 +7,7 @@ so :func:`trl_grrm.data.judge_builders.build_judge_sft_dataset`,
 :func:`~trl_grrm.data.judge_builders.build_judge_rlvr_dataset` and
 :func:`trl_grrm.evaluation.ranking.groups_from_dataset` read it unchanged.
 
-The analysis is templated. Three styles:
+The analysis is templated. Four styles:
 
 * ``"compare"`` (copy-and-compare): the judge first writes its own translation of the source, then each
   candidate's differences from it, then the error count. A tiny model copies and compares far more easily than it
@@ -15,9 +15,9 @@ The analysis is templated. Three styles:
 * ``"echo"``: as ``"compare"``, but each candidate's line first copies the candidate (``A: talu besk | missing ilk;
   1 error``), which ties every letter to its text and puts the two texts to compare side by side in the answer.
 * ``"walk"``: each candidate's line walks the whole alignment with the judge's translation, word by word: a shared
-  word once, and each difference where it happens (``kwe taluen ilk missing besk seko as seka; 2 errors``). Every
-  step only needs the next word of the two texts, found by the look-back-and-copy that small transformers learn
-  first (induction), instead of a search for differences anywhere in the candidate.
+  word once, and each difference where it happens (``kwe taluen ilk missing besk seko as seka; 2 errors``). Meant
+  to need only the next word of each text at every step, instead of a search for differences anywhere in the
+  candidate; it helped the SQM judge and not the GQM judge (docs/miniature.md).
 * ``"count"``: only each candidate's error count (the shortest answer).
 """
 
