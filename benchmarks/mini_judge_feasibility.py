@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +27,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--judge", choices=["gqm", "sqm"], default="gqm")
+    parser.add_argument("--judge", choices=["gqm", "sqm", "read"], default="gqm",
+                        help="'read' trains only the reading drills (trl_grrm.mini.judge_data.build_reading_dataset) "
+                        "and measures how often the copies are exact.")
+    parser.add_argument("--reading-share", type=float, default=0.0,
+                        help="With --judge gqm: add this many reading drills per judge conversation, mixed in.")
     parser.add_argument("--style", choices=["compare", "echo", "walk", "count"], default="compare")
     parser.add_argument("--size", default="s")
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 8],
@@ -47,6 +52,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from datasets import concatenate_datasets
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -54,7 +60,8 @@ def main() -> None:
     from trl_grrm.engines import SamplingSettings, TransformersEngine
     from trl_grrm.evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups, summarize
     from trl_grrm.data import to_prompt_completion
-    from trl_grrm.mini.judge_data import build_ranking_dataset, build_sqm_sft_dataset
+    from trl_grrm.formats.gqm import build_gqm_prompt
+    from trl_grrm.mini.judge_data import build_ranking_dataset, build_reading_dataset, build_sqm_sft_dataset
     from trl_grrm.mini.models import build_mini_model
     from trl_grrm.mini.task import translate
 
@@ -68,7 +75,16 @@ def main() -> None:
         args.eval_groups, seed=args.seed + 1, group_sizes=(4,), style=args.style, exclude_sources=train["src_text"],
         **errors,
     )
-    conversations = build_judge_sft_dataset(train) if args.judge == "gqm" else build_sqm_sft_dataset(train, args.style)
+    if args.judge == "read":
+        conversations = build_reading_dataset(train, seed=args.seed)
+    elif args.judge == "gqm":
+        conversations = build_judge_sft_dataset(train)
+        if args.reading_share > 0:
+            drills = build_reading_dataset(train.shuffle(seed=args.seed + 2), seed=args.seed)
+            drills = drills.select(range(min(len(drills), round(args.reading_share * len(conversations)))))
+            conversations = concatenate_datasets([conversations.select_columns(["messages"]), drills])
+    else:
+        conversations = build_sqm_sft_dataset(train, args.style)
     rows = to_prompt_completion(conversations).shuffle(seed=args.seed)
     model_dir = Path(args.init) if args.init else build_mini_model(output / "init", size=args.size, seed=args.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -130,6 +146,25 @@ def main() -> None:
                          callbacks=[callback])  # fmt: skip
     trainer.train()
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+
+    if args.judge == "read":
+        prompts = [
+            [{"role": "user", "content": build_gqm_prompt(r["src_text"], r["mt_texts"], r["src_lang"], r["trg_lang"])}]
+            for r in heldout
+        ]
+        results = []
+        for minutes, step, path in callback.saved:
+            engine = TransformersEngine(str(path), dtype="float32", batch_size=100)
+            outputs = engine.generate(prompts, SamplingSettings(max_tokens=120))
+            copies = [dict(re.findall(r"^([A-D]): (.*)$", o.text, re.M)) for o in outputs]
+            exact = [copy.get(cid) == text for copy, r in zip(copies, heldout)
+                     for cid, text in zip("ABCD", r["mt_texts"])]  # fmt: skip
+            result = {"minutes": minutes, "step": step, "copies_exact": sum(exact) / len(exact),
+                      "example_answer": outputs[0].text}  # fmt: skip
+            results.append(result)
+            print(json.dumps({k: v for k, v in result.items() if k != "example_answer"}), flush=True)
+        (output / "results.json").write_text(json.dumps({"args": vars(args), "losses": losses, "results": results}))
+        return
 
     groups = groups_from_dataset(heldout)
     judge = GQMJudge() if args.judge == "gqm" else SQMJudge()

@@ -43,41 +43,34 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trl_grrm.formats.gqm import CANDIDATE_IDS, build_gqm_prompt
-    from trl_grrm.formats.sqm import build_sqm_prompt
+    from trl_grrm.engines import SamplingSettings, TransformersEngine
+    from trl_grrm.evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups
+    from trl_grrm.formats.gqm import CANDIDATE_IDS
     from trl_grrm.mini.judge_data import build_ranking_dataset
 
     torch.set_num_threads(1)
-    groups = build_ranking_dataset(args.groups, seed=args.seed, group_sizes=(args.group_size,))
+    ranking = build_ranking_dataset(args.groups, seed=args.seed, group_sizes=(args.group_size,))
+    groups = groups_from_dataset(ranking)
 
     for spec in args.judges:
         style, _, path = spec.partition("=")
         if style not in ("gqm", "sqm") or not path:
             parser.error(f"expected gqm=MODEL_DIR or sqm=MODEL_DIR, got {spec!r}")
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path)
-
-        def answer(prompt: str, max_new_tokens: int) -> str:
-            inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                   return_tensors="pt", return_dict=True)  # fmt: skip
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            return tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
+        judge = GQMJudge() if style == "gqm" else SQMJudge()
+        engine = TransformersEngine(path, dtype="float32", batch_size=64)
+        # One greedy answer per prompt; an answer cut at max_tokens is kept, its complete lines still count.
+        evaluations = judge_groups(groups, judge, engine, SamplingSettings(max_tokens=240), max_retries=0)
         pairs: list[tuple[int, int]] = []  # (written, oracle)
-        candidates = 0
-        for group in groups:
-            texts, languages = group["mt_texts"], (group["src_lang"], group["trg_lang"])
-            candidates += len(texts)
+        for evaluation, errors in zip(evaluations, ranking["errors"]):
+            answers = [request.attempts[-1]["response"] if request.attempts else "" for request in evaluation.requests]
             if style == "gqm":
-                text = answer(build_gqm_prompt(group["src_text"], texts, *languages), 200)
-                lines = [re.search(rf"^{cid}: (.*)$", text, re.M) for cid in CANDIDATE_IDS[: len(texts)]]
+                lines = [re.search(rf"^{cid}: (.*)$", answers[0], re.M) for cid in CANDIDATE_IDS[: len(errors)]]
                 written = [written_count(line.group(1)) if line else None for line in lines]
             else:
-                prompts = [build_sqm_prompt(group["src_text"], text, *languages) for text in texts]
-                written = [written_count(answer(prompt, 120)) for prompt in prompts]
-            pairs += [(w, e) for w, e in zip(written, group["errors"]) if w is not None]
+                written = [written_count(answer) for answer in answers]
+            pairs += [(w, e) for w, e in zip(written, errors) if w is not None]
+        candidates = sum(len(errors) for errors in ranking["errors"])
         xs, ys = zip(*pairs) if pairs else ((), ())
         correlation = statistics.correlation(xs, ys) if len(set(xs)) > 1 and len(set(ys)) > 1 else float("nan")
         exact = sum(x == y for x, y in pairs) / len(pairs) if pairs else float("nan")

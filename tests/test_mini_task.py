@@ -8,7 +8,13 @@ import pytest
 from trl_grrm.data.judge_builders import build_judge_sft_dataset
 from trl_grrm.formats.gqm import parse_gqm_output
 from trl_grrm.formats.sqm import parse_sqm_output
-from trl_grrm.mini.judge_data import build_ranking_dataset, build_sqm_sft_dataset, describe_candidate, group_analysis
+from trl_grrm.mini.judge_data import (
+    build_ranking_dataset,
+    build_reading_dataset,
+    build_sqm_sft_dataset,
+    describe_candidate,
+    group_analysis,
+)
 from trl_grrm.mini.task import (
     IDIOM_TARGET,
     SOURCE_WORDS,
@@ -134,6 +140,25 @@ def test_sqm_rows_end_with_the_oracle_score():
     rows = build_sqm_sft_dataset(ranking)
     scores = [score for group in ranking for score in group["scores"]]
     assert [parse_sqm_output(row["messages"][1]["content"]) for row in rows] == scores
+
+
+def test_reading_drills_copy_every_candidate_by_its_letter_in_varied_orders():
+    ranking = build_ranking_dataset(40, seed=8)
+    drills = build_reading_dataset(ranking, seed=1)
+    sft = build_judge_sft_dataset(ranking)
+    orders = set()
+    for group, drill, conversation in zip(ranking, drills, sft):
+        # The prompt is the judge's own GQM prompt, byte for byte.
+        assert drill["messages"][0] == conversation["messages"][0]
+        lines = drill["messages"][1]["content"].splitlines()
+        letters = [line.split(": ", 1)[0] for line in lines]
+        assert sorted(letters) == list("ABCD"[: len(group["mt_texts"])])
+        for line in lines:
+            letter, text = line.split(": ", 1)
+            assert text == group["mt_texts"]["ABCD".index(letter)]
+        orders.add(tuple(letters))
+    assert len(orders) > 5
+    assert build_reading_dataset(ranking, seed=1)["messages"] == drills["messages"]
 
 
 def test_ranking_dataset_feeds_the_rlvr_builder_and_the_evaluator():

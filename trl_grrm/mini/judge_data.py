@@ -29,7 +29,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..formats.gqm import CANDIDATE_IDS
+from ..formats.gqm import CANDIDATE_IDS, build_gqm_prompt
 from ..formats.sqm import build_sqm_prompt, format_sqm_answer
 from .task import (
     ERROR_KINDS,
@@ -200,4 +200,41 @@ def build_sqm_sft_dataset(ranking: Dataset, style: str = "compare") -> Dataset:
             prompt = build_sqm_prompt(row["src_text"], text, row["src_lang"], row["trg_lang"])
             answer = format_sqm_answer(analysis, score)
             messages.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+    return Dataset.from_dict({"messages": messages})
+
+
+def reading_answer(candidates: Sequence[str], order: Sequence[int]) -> str:
+    """The answer of a reading drill: the candidates at ``order``, each copied after its letter.
+
+    Example:
+        >>> print(reading_answer(["kwe taluen", "taluen ilk", "besk"], [2, 0]))
+        C: besk
+        A: kwe taluen
+    """
+    return "\n".join(f"{CANDIDATE_IDS[i]}: {candidates[i]}" for i in order)
+
+
+def build_reading_dataset(ranking: Dataset, seed: int = 0) -> Dataset:
+    """Reading drills for a GQM judge: the real GQM prompt of each group, and an answer that copies its candidates
+    named by letter, all of them in a shuffled order.
+
+    Judging a group starts with finding each candidate's text by its letter among near-copies of one another; a
+    tiny judge trained on the full analysis alone never learns that step (docs/miniature.md). The drills teach it on
+    its own, as a first SFT stage.
+
+    Example:
+        >>> drills = build_reading_dataset(build_ranking_dataset(2, group_sizes=(3,)))
+        >>> [turn["role"] for turn in drills[0]["messages"]]
+        ['user', 'assistant']
+        >>> sorted(line[0] for line in drills[0]["messages"][1]["content"].splitlines())
+        ['A', 'B', 'C']
+    """
+    rng = random.Random(seed)
+    messages = []
+    for row in ranking:
+        order = list(range(len(row["mt_texts"])))
+        rng.shuffle(order)
+        prompt = build_gqm_prompt(row["src_text"], row["mt_texts"], row["src_lang"], row["trg_lang"])
+        answer = reading_answer(row["mt_texts"], order)
+        messages.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
     return Dataset.from_dict({"messages": messages})
