@@ -67,6 +67,36 @@ def test_grpo_kwargs_reach_the_gspo_config_and_its_cache_key(tmp_path, monkeypat
     assert pipeline._stage_key(config, "judge_eval") == pipeline._stage_key(plain, "judge_eval")
 
 
+def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkeypatch):
+    from trl_grrm.mini.judge_data import build_ranking_dataset
+    from trl_grrm.mini.models import build_mini_model
+
+    init = str(build_mini_model(tmp_path / "init", size="xs"))
+    build_ranking_dataset(12, seed=0).save_to_disk(tmp_path / "train")
+    inputs = {"policy_sft": {"model": init}, "judge_data": {"train": str(tmp_path / "train")}}
+    config = MiniReproConfig(output_dir=str(tmp_path), judge_reading_drills=8, judge_batch_size=4)
+    calls = []
+    real_sft = pipeline._sft_judge
+
+    def recording_sft(config, stage_dir, init, conversations, batch_size, epochs=None):
+        calls.append((init, conversations, epochs))
+        return real_sft(config, stage_dir, init, conversations, batch_size, epochs)
+
+    monkeypatch.setattr(pipeline, "_sft_judge", recording_sft)
+    output = pipeline.run_judge_sft(config, tmp_path / "judge_sft", inputs)
+    (reading_init, drills, reading_epochs), (judge_init, analyses, _) = calls
+    assert reading_init == init and len(drills) == 8 and reading_epochs == 1
+    assert drills[0]["messages"][1]["content"].startswith(("A: ", "B: ", "C: ", "D: "))
+    # The judge starts from the model the drills trained, and learns the full GRRM answers on every group.
+    assert judge_init == str(tmp_path / "judge_sft" / "reading" / "model") and Path(judge_init, "config.json").exists()
+    assert len(analyses) == 12 and "### Final Ranking:" in analyses[0]["messages"][1]["content"]
+    assert output["model"] == str(tmp_path / "judge_sft" / "model")
+
+    plain = MiniReproConfig(output_dir=str(tmp_path), judge_batch_size=4)
+    assert pipeline._stage_key(config, "judge_rlvr") != pipeline._stage_key(plain, "judge_rlvr")
+    assert pipeline._stage_key(config, "sqm_sft") == pipeline._stage_key(plain, "sqm_sft")
+
+
 def test_stages_are_cached_and_rerun_only_from_a_changed_setting(tmp_path, monkeypatch):
     calls: list[str] = []
 

@@ -98,6 +98,11 @@ class MiniReproConfig:
         default="compare",
         metadata={"help": "Templated judge analysis: compare, echo, walk or count (trl_grrm.mini.judge_data)."},
     )
+    judge_reading_drills: int = field(
+        default=0,
+        metadata={"help": "Reading drills (trl_grrm.mini.judge_data.build_reading_dataset, from the training groups) the "
+                 "GQM judge trains on for one epoch before its analyses; 0 skips them."},
+    )
     judge_sft_epochs: float = field(
         default=1.0,
         metadata={"help": "Epochs of judge SFT (GQM and SQM alike, over the same groups)."},
@@ -177,7 +182,7 @@ _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
                    "policy_sft_agreement_noise", "heldout_sources"),
     "judge_data": ("judge_train_groups", "policy_candidates_per_group", "max_perturbation_errors",
                    "judge_data_temperature", "analysis_style", "heldout_groups"),
-    "judge_sft": ("judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
+    "judge_sft": ("judge_reading_drills", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
     "judge_rlvr": ("rlvr_steps", "rlvr_prompts_per_step", "rlvr_generations", "rlvr_learning_rate"),
     "sqm_sft": ("judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
     "judge_eval": (),
@@ -429,7 +434,9 @@ def run_judge_data(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, A
             "test_groups": len(test), "train_candidates_with_errors": policy_share}  # fmt: skip
 
 
-def _sft_judge(config: MiniReproConfig, stage_dir: Path, init: str, conversations, batch_size: int) -> str:
+def _sft_judge(
+    config: MiniReproConfig, stage_dir: Path, init: str, conversations, batch_size: int, epochs: float | None = None
+) -> str:
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -437,7 +444,7 @@ def _sft_judge(config: MiniReproConfig, stage_dir: Path, init: str, conversation
 
     rows = to_prompt_completion(conversations).shuffle(seed=config.seed)
     args = SFTConfig(
-        num_train_epochs=config.judge_sft_epochs, per_device_train_batch_size=batch_size,
+        num_train_epochs=config.judge_sft_epochs if epochs is None else epochs, per_device_train_batch_size=batch_size,
         learning_rate=config.judge_learning_rate, lr_scheduler_type="cosine", warmup_steps=20, max_length=384,
         **_trainer_common(config, stage_dir),
     )  # fmt: skip
@@ -447,14 +454,19 @@ def _sft_judge(config: MiniReproConfig, stage_dir: Path, init: str, conversation
 
 
 def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
-    """The GQM judge's SFT cold start on the templated analyses."""
+    """The GQM judge's SFT cold start on the templated analyses, after reading drills if asked for."""
     from datasets import load_from_disk
 
     from ..data.judge_builders import build_judge_sft_dataset
+    from .judge_data import build_reading_dataset
 
     train = load_from_disk(inputs["judge_data"]["train"])
-    model = _sft_judge(config, stage_dir, inputs["policy_sft"]["model"], build_judge_sft_dataset(train),
-                       config.judge_batch_size)  # fmt: skip
+    init = inputs["policy_sft"]["model"]
+    if config.judge_reading_drills > 0:
+        groups = train.shuffle(seed=config.seed).select(range(min(config.judge_reading_drills, len(train))))
+        drills = build_reading_dataset(groups, seed=config.seed)
+        init = _sft_judge(config, stage_dir / "reading", init, drills, config.judge_batch_size, epochs=1)
+    model = _sft_judge(config, stage_dir, init, build_judge_sft_dataset(train), config.judge_batch_size)
     return {"model": model}
 
 
