@@ -74,7 +74,7 @@ def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkey
     init = str(build_mini_model(tmp_path / "init", size="xs"))
     build_ranking_dataset(12, seed=0).save_to_disk(tmp_path / "train")
     inputs = {"policy_sft": {"model": init}, "judge_data": {"train": str(tmp_path / "train")}}
-    config = MiniReproConfig(output_dir=str(tmp_path), judge_reading_drills=8, judge_batch_size=4)
+    config = MiniReproConfig(output_dir=str(tmp_path), judge_reading_drills=20, judge_batch_size=4)
     calls = []
     real_sft = pipeline._sft_judge
 
@@ -85,7 +85,9 @@ def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkey
     monkeypatch.setattr(pipeline, "_sft_judge", recording_sft)
     output = pipeline.run_judge_sft(config, tmp_path / "judge_sft", inputs)
     (reading_init, drills, reading_epochs), (judge_init, analyses, _) = calls
-    assert reading_init == init and len(drills) == 8 and reading_epochs == 1
+    assert reading_init == init and len(drills) == 20 and reading_epochs == 1  # two passes over 12 groups
+    prompts = [drill["messages"][0]["content"] for drill in drills]
+    assert len(set(prompts)) == 12 and prompts[12:] != prompts[:8]  # every group, the second pass in a new order
     assert drills[0]["messages"][1]["content"].startswith(("A: ", "B: ", "C: ", "D: "))
     # The judge starts from the model the drills trained, and learns the full GRRM answers on every group.
     assert judge_init == str(tmp_path / "judge_sft" / "reading" / "model") and Path(judge_init, "config.json").exists()

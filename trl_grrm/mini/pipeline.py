@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import random
 import shutil
 import time
@@ -100,8 +101,9 @@ class MiniReproConfig:
     )
     judge_reading_drills: int = field(
         default=0,
-        metadata={"help": "Reading drills (trl_grrm.mini.judge_data.build_reading_dataset, from the training groups) the "
-                 "GQM judge trains on for one epoch before its analyses; 0 skips them."},
+        metadata={"help": "Reading drills (trl_grrm.mini.judge_data.build_reading_dataset) the GQM judge trains on "
+                 "before its analyses, made from the training groups (several passes, each in a new order, when there "
+                 "are more drills than groups); 0 skips them."},
     )
     judge_sft_epochs: float = field(
         default=1.0,
@@ -455,7 +457,7 @@ def _sft_judge(
 
 def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
     """The GQM judge's SFT cold start on the templated analyses, after reading drills if asked for."""
-    from datasets import load_from_disk
+    from datasets import concatenate_datasets, load_from_disk
 
     from ..data.judge_builders import build_judge_sft_dataset
     from .judge_data import build_reading_dataset
@@ -463,7 +465,9 @@ def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, An
     train = load_from_disk(inputs["judge_data"]["train"])
     init = inputs["policy_sft"]["model"]
     if config.judge_reading_drills > 0:
-        groups = train.shuffle(seed=config.seed).select(range(min(config.judge_reading_drills, len(train))))
+        passes = math.ceil(config.judge_reading_drills / len(train))
+        groups = concatenate_datasets([train.shuffle(seed=config.seed + n) for n in range(passes)])
+        groups = groups.select(range(config.judge_reading_drills))
         drills = build_reading_dataset(groups, seed=config.seed)
         init = _sft_judge(config, stage_dir / "reading", init, drills, config.judge_batch_size, epochs=1)
     model = _sft_judge(config, stage_dir, init, build_judge_sft_dataset(train), config.judge_batch_size)
