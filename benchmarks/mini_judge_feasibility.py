@@ -3,6 +3,8 @@
 Trains a judge from scratch with TRL's ``SFTTrainer`` on oracle-labelled groups (:mod:`trl_grrm.mini`), saves it at
 the given training minutes, then measures each checkpoint's held-out pairwise ranking accuracy on 4-candidate groups
 with the package's own evaluation (``judge_groups`` + ``summarize``, transformers engine, greedy decoding).
+``--judge read`` trains the reading drills alone and measures the share of exact copies instead; ``--init`` then
+starts a judge from one of its checkpoints.
 
     .venv/bin/python benchmarks/mini_judge_feasibility.py --judge gqm --style compare --minutes 8 16 --output /tmp/c &
     .venv/bin/python benchmarks/mini_judge_feasibility.py --judge gqm --style walk --minutes 8 16 --output /tmp/w
@@ -30,8 +32,6 @@ def main() -> None:
     parser.add_argument("--judge", choices=["gqm", "sqm", "read"], default="gqm",
                         help="'read' trains only the reading drills (trl_grrm.mini.judge_data.build_reading_dataset) "
                         "and measures how often the copies are exact.")
-    parser.add_argument("--reading-share", type=float, default=0.0,
-                        help="With --judge gqm: add this many reading drills per judge conversation, mixed in.")
     parser.add_argument("--style", choices=["compare", "echo", "walk", "count"], default="compare")
     parser.add_argument("--size", default="s")
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 8],
@@ -52,7 +52,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from datasets import concatenate_datasets
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -60,7 +59,7 @@ def main() -> None:
     from trl_grrm.engines import SamplingSettings, TransformersEngine
     from trl_grrm.evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups, summarize
     from trl_grrm.data import to_prompt_completion
-    from trl_grrm.formats.gqm import build_gqm_prompt
+    from trl_grrm.formats.gqm import CANDIDATE_IDS, build_gqm_prompt
     from trl_grrm.mini.judge_data import build_ranking_dataset, build_reading_dataset, build_sqm_sft_dataset
     from trl_grrm.mini.models import build_mini_model
     from trl_grrm.mini.task import translate
@@ -79,10 +78,6 @@ def main() -> None:
         conversations = build_reading_dataset(train, seed=args.seed)
     elif args.judge == "gqm":
         conversations = build_judge_sft_dataset(train)
-        if args.reading_share > 0:
-            drills = build_reading_dataset(train.shuffle(seed=args.seed + 2), seed=args.seed)
-            drills = drills.select(range(min(len(drills), round(args.reading_share * len(conversations)))))
-            conversations = concatenate_datasets([conversations.select_columns(["messages"]), drills])
     else:
         conversations = build_sqm_sft_dataset(train, args.style)
     rows = to_prompt_completion(conversations).shuffle(seed=args.seed)
@@ -158,7 +153,7 @@ def main() -> None:
             outputs = engine.generate(prompts, SamplingSettings(max_tokens=120))
             copies = [dict(re.findall(r"^([A-D]): (.*)$", o.text, re.M)) for o in outputs]
             exact = [copy.get(cid) == text for copy, r in zip(copies, heldout)
-                     for cid, text in zip("ABCD", r["mt_texts"])]  # fmt: skip
+                     for cid, text in zip(CANDIDATE_IDS, r["mt_texts"])]  # fmt: skip
             result = {"minutes": minutes, "step": step, "copies_exact": sum(exact) / len(exact),
                       "example_answer": outputs[0].text}  # fmt: skip
             results.append(result)

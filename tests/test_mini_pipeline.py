@@ -38,6 +38,8 @@ def test_presets_and_validation():
         MiniReproConfig.preset("huge")
     with pytest.raises(ValueError, match="judge_backend"):
         MiniReproConfig(judge_backend="openai")
+    with pytest.raises(ValueError, match="judge_reading_drills"):
+        MiniReproConfig(judge_reading_drills=-1)
     with pytest.raises(ValueError, match="policy_sft_agreement_noise"):
         MiniReproConfig(policy_sft_agreement_noise=1.5)
     assert MiniReproConfig(grpo_kwargs='{"beta": 0.04}').grpo_kwargs == {"beta": 0.04}  # JSON from the command line

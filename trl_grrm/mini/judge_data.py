@@ -219,8 +219,8 @@ def build_reading_dataset(ranking: Dataset, seed: int = 0) -> Dataset:
     named by letter, all of them in a shuffled order.
 
     Judging a group starts with finding each candidate's text by its letter among near-copies of one another; a
-    tiny judge trained on the full analysis alone never learns that step (docs/miniature.md). The drills teach it on
-    its own, as a first SFT stage.
+    tiny judge trained on the full analysis alone learns that step slowly, if at all (docs/miniature.md). The drills
+    teach it on its own, as a first SFT stage (``reproduce-mini --judge_reading_drills``).
 
     Example:
         >>> drills = build_reading_dataset(build_ranking_dataset(2, group_sizes=(3,)))

@@ -162,6 +162,8 @@ class MiniReproConfig:
             raise ValueError(f"policy_sft_agreement_noise must lie in 0-1, got {self.policy_sft_agreement_noise}")
         if self.judge_backend not in ("vllm", "transformers"):
             raise ValueError(f"judge_backend must be 'vllm' or 'transformers', got {self.judge_backend!r}")
+        if self.judge_reading_drills < 0:
+            raise ValueError(f"judge_reading_drills must be >= 0, got {self.judge_reading_drills}")
         if self.eval_every < 1 or self.grpo_steps < 1:
             raise ValueError("eval_every and grpo_steps must be >= 1")
 
