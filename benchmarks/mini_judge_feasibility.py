@@ -59,7 +59,7 @@ def main() -> None:
     from trl_grrm.engines import SamplingSettings, TransformersEngine
     from trl_grrm.evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups, summarize
     from trl_grrm.data import to_prompt_completion
-    from trl_grrm.formats.gqm import CANDIDATE_IDS, build_gqm_prompt
+    from trl_grrm.formats.gqm import CANDIDATE_IDS
     from trl_grrm.mini.judge_data import build_ranking_dataset, build_reading_dataset, build_sqm_sft_dataset
     from trl_grrm.mini.models import build_mini_model
     from trl_grrm.mini.task import translate
@@ -143,10 +143,8 @@ def main() -> None:
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
 
     if args.judge == "read":
-        prompts = [
-            [{"role": "user", "content": build_gqm_prompt(r["src_text"], r["mt_texts"], r["src_lang"], r["trg_lang"])}]
-            for r in heldout
-        ]
+        # The judge's own GQM prompt, as its evaluation builds it.
+        prompts = [GQMJudge().prompts(group, group.candidates)[0] for group in groups_from_dataset(heldout)]
         results = []
         for minutes, step, path in callback.saved:
             engine = TransformersEngine(str(path), dtype="float32", batch_size=100)
