@@ -33,6 +33,8 @@ def main() -> None:
                         help="'read' trains only the reading drills (trl_grrm.mini.judge_data.build_reading_dataset) "
                         "and measures how often the copies are exact.")
     parser.add_argument("--style", choices=["compare", "echo", "walk", "count"], default="compare")
+    parser.add_argument("--tally", action="store_true",
+                        help="End each GQM analysis with its tally (trl_grrm.mini.judge_data.add_tally).")
     parser.add_argument("--size", default="s")
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 8],
                         help="Checkpoint times: wall minutes of training. (CPU time of the process would also count "
@@ -60,7 +62,12 @@ def main() -> None:
     from trl_grrm.evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups, summarize
     from trl_grrm.data import to_prompt_completion
     from trl_grrm.formats.gqm import CANDIDATE_IDS
-    from trl_grrm.mini.judge_data import build_ranking_dataset, build_reading_dataset, build_sqm_sft_dataset
+    from trl_grrm.mini.judge_data import (
+        add_tally,
+        build_ranking_dataset,
+        build_reading_dataset,
+        build_sqm_sft_dataset,
+    )
     from trl_grrm.mini.models import build_mini_model
     from trl_grrm.mini.task import translate
 
@@ -70,6 +77,8 @@ def main() -> None:
     started = time.time()
     errors = {"max_errors": args.max_errors, **({"error_kinds": args.error_kinds} if args.error_kinds else {})}
     train = build_ranking_dataset(args.train_groups, seed=args.seed, style=args.style, **errors)
+    if args.tally:
+        train = add_tally(train)
     heldout = build_ranking_dataset(
         args.eval_groups, seed=args.seed + 1, group_sizes=(4,), style=args.style, exclude_sources=train["src_text"],
         **errors,

@@ -4,7 +4,10 @@ The templated analysis of the miniature judges (:mod:`trl_grrm.mini.judge_data`)
 error count. This script asks trained judges about unseen groups (4 candidates, or ``--group-size``; greedy,
 transformers) and compares the error count each judge writes for each candidate with the oracle's: how often it is
 exact, its Pearson correlation and the mean absolute difference. A judge whose per-candidate lines do not depend on
-the candidates scores a correlation near 0, whatever its answer format.
+the candidates scores a correlation near 0, whatever its answer format. It also compares two pairwise accuracies:
+that of the judge's answer (its scores; a parse failure counts 0) and that of the ranking its own counts imply
+(groups with a count for every candidate). A judge that counts well but ranks badly reads its counts wrongly when
+it writes the ranking and scores.
 
     .venv/bin/python benchmarks/mini_judge_reading.py \\
         gqm=outputs/mini-repro/judge_sft/model sqm=outputs/mini-repro/sqm_sft/model
@@ -47,7 +50,9 @@ def main() -> None:
     from trl_grrm.engines import SamplingSettings, TransformersEngine
     from trl_grrm.evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups
     from trl_grrm.formats.gqm import CANDIDATE_IDS
+    from trl_grrm.judge_training.rewards import relation_agreement
     from trl_grrm.mini.judge_data import build_ranking_dataset
+    from trl_grrm.mini.task import errors_to_score
 
     torch.set_num_threads(1)
     ranking = build_ranking_dataset(args.groups, seed=args.seed, group_sizes=(args.group_size,))
@@ -62,7 +67,9 @@ def main() -> None:
         # One greedy answer per prompt; an answer cut at max_tokens is kept, its complete lines still count.
         evaluations = judge_groups(groups, judge, engine, SamplingSettings(max_tokens=240), max_retries=0)
         pairs: list[tuple[int, int]] = []  # (written, oracle)
-        for evaluation, errors in zip(evaluations, ranking["errors"]):
+        answer_accuracy: list[float] = []
+        counts_accuracy: list[float] = []
+        for evaluation, errors, scores in zip(evaluations, ranking["errors"], ranking["scores"]):
             answers = [request.attempts[-1]["response"] if request.attempts else "" for request in evaluation.requests]
             if style == "gqm":
                 lines = [re.search(rf"^{cid}: (.*)$", answers[0], re.M) for cid in CANDIDATE_IDS[: len(errors)]]
@@ -70,13 +77,21 @@ def main() -> None:
             else:
                 written = [written_count(answer) for answer in answers]
             pairs += [(w, e) for w, e in zip(written, errors) if w is not None]
+            truth = dict(enumerate(scores))
+            answered = evaluation.scores
+            answer_accuracy.append(relation_agreement(dict(enumerate(answered)), truth) if answered else 0.0)
+            if None not in written:
+                counts_accuracy.append(relation_agreement(dict(enumerate(map(errors_to_score, written))), truth))
         candidates = sum(len(errors) for errors in ranking["errors"])
         xs, ys = zip(*pairs) if pairs else ((), ())
         correlation = statistics.correlation(xs, ys) if len(set(xs)) > 1 and len(set(ys)) > 1 else float("nan")
         exact = sum(x == y for x, y in pairs) / len(pairs) if pairs else float("nan")
         distance = statistics.mean(abs(x - y) for x, y in pairs) if pairs else float("nan")
         print(f"{style} {path}: counts written for {len(pairs)}/{candidates} candidates; exact {exact:.2f}, "
-              f"Pearson r {correlation:.2f}, mean |error| {distance:.2f}", flush=True)
+              f"Pearson r {correlation:.2f}, mean |error| {distance:.2f}; pairwise accuracy of the answer "
+              f"{statistics.mean(answer_accuracy):.2f}, of its counts' ranking "
+              f"{statistics.mean(counts_accuracy) if counts_accuracy else float('nan'):.2f} "
+              f"({len(counts_accuracy)}/{len(evaluations)} groups fully counted)", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from trl_grrm.data.judge_builders import build_judge_sft_dataset
 from trl_grrm.formats.gqm import parse_gqm_output
 from trl_grrm.formats.sqm import parse_sqm_output
 from trl_grrm.mini.judge_data import (
+    add_tally,
     build_ranking_dataset,
     build_reading_dataset,
     build_sqm_sft_dataset,
     describe_candidate,
     group_analysis,
+    tally_line,
 )
 from trl_grrm.mini.task import (
     IDIOM_TARGET,
@@ -133,6 +135,26 @@ def test_analysis_line_counts_each_candidates_errors():
         "A: no errors",
         "B: dranen written as dran; extra psa; 2 errors",
     ]
+
+
+@pytest.mark.parametrize("style", ["compare", "walk", "count"])
+def test_tally_read_left_to_right_is_the_answers_ranking(style):
+    ranking = add_tally(build_ranking_dataset(60, seed=8, group_sizes=(2, 3, 4), style=style))
+    for group, row in zip(ranking, build_judge_sft_dataset(ranking)):
+        answer = row["messages"][1]["content"]
+        tally = answer.split("\n\n### Final Ranking")[0].splitlines()[-1]
+        buckets = [bucket.split() for bucket in tally.removeprefix("Tally: ").split("; ")]
+        ids = [[word for word in bucket if len(word) == 1 and word.isupper()] for bucket in buckets]
+        labels = [" ".join(w for w in bucket if w not in tier and w != "-") for bucket, tier in zip(buckets, ids)]
+        assert labels == ["no errors", "1 error", "2 errors", "3 errors", "4 errors", "5 or more errors"]
+        assert sorted(sum(ids, [])) == list("ABCD"[: len(group["mt_texts"])])
+        judgment = parse_gqm_output(answer, "ABCD"[: len(group["mt_texts"])])
+        assert [tier for tier in ids if tier] == judgment.ranking
+
+
+def test_tally_caps_the_count_where_the_score_reaches_zero():
+    expected = "Tally: no errors A; 1 error -; 2 errors -; 3 errors -; 4 errors -; 5 or more errors B C"
+    assert tally_line([0, 7, 5]) == expected
 
 
 def test_sqm_rows_end_with_the_oracle_score():

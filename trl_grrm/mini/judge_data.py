@@ -17,8 +17,15 @@ The analysis is templated. Four styles:
 * ``"walk"``: each candidate's line walks the whole alignment with the judge's translation, word by word: a shared
   word once, and each difference where it happens (``kwe taluen ilk missing besk seko as seka; 2 errors``). Meant
   to need only the next word of each text at every step, instead of a search for differences anywhere in the
-  candidate; it helped the SQM judge and not the GQM judge (docs/miniature.md).
+  candidate. Alone it helped the SQM judge and not the GQM judge; after reading drills
+  (:func:`build_reading_dataset`) and long enough training it makes the best GQM judge so far (docs/miniature.md).
 * ``"count"``: only each candidate's error count (the shortest answer).
+
+Any style can end with a *tally* (:func:`add_tally`, ``benchmarks/mini_judge_feasibility.py --tally``): one line
+that lists the candidates under each error count, from none to :data:`~trl_grrm.mini.task.MAX_COUNTED_ERRORS` or
+more (``Tally: no errors D; 1 error B C; 2 errors -; ...``), so that the ranking and the scores after the analysis
+only read it left to right. Measured on the walk judge, it did not pay for its 50% longer answers
+(docs/miniature.md).
 """
 
 from __future__ import annotations
@@ -86,6 +93,20 @@ def describe_candidate(candidate: str, reference: str, style: str = "compare") -
     else:
         description = "; ".join([*(edit.describe() for edit in edits), _errors_phrase(len(edits))])
     return f"{candidate} | {description}" if style == "echo" else description
+
+
+def tally_line(error_counts: Sequence[int]) -> str:
+    """The candidates grouped by error count, every count from none to ``MAX_COUNTED_ERRORS`` or more (``-``: none).
+
+    Example:
+        >>> tally_line([4, 1, 1, 0])
+        'Tally: no errors D; 1 error B C; 2 errors -; 3 errors -; 4 errors A; 5 or more errors -'
+    """
+    buckets: list[list[str]] = [[] for _ in range(MAX_COUNTED_ERRORS + 1)]
+    for cid, count in zip(CANDIDATE_IDS, error_counts):
+        buckets[min(count, MAX_COUNTED_ERRORS)].append(cid)
+    labels = [_errors_phrase(count) for count in range(MAX_COUNTED_ERRORS)] + [f"{MAX_COUNTED_ERRORS} or more errors"]
+    return "Tally: " + "; ".join(f"{label} {' '.join(ids) or '-'}" for label, ids in zip(labels, buckets))
 
 
 def group_analysis(source: str, candidates: Sequence[str], style: str = "compare") -> str:
@@ -177,6 +198,17 @@ def build_ranking_dataset(
         columns["trg_lang"].append(TARGET_LANGUAGE)
         columns["analysis"].append(group_analysis(source, group["mt_texts"], style))
     return Dataset.from_dict(columns)
+
+
+def add_tally(ranking: Dataset) -> Dataset:
+    """``ranking`` with its analyses ending in the tally of their groups (:func:`tally_line` of the ``errors``).
+
+    Example:
+        >>> ranking = add_tally(build_ranking_dataset(1, group_sizes=(2,)))
+        >>> ranking[0]["analysis"].splitlines()[-1].startswith("Tally: no errors")
+        True
+    """
+    return ranking.map(lambda row: {"analysis": f"{row['analysis']}\n{tally_line(row['errors'])}"})
 
 
 def build_sqm_sft_dataset(ranking: Dataset, style: str = "compare") -> Dataset:
