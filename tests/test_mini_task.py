@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pytest
 
@@ -143,10 +144,12 @@ def test_tally_read_left_to_right_is_the_answers_ranking(style):
     for group, row in zip(ranking, build_judge_sft_dataset(ranking)):
         answer = row["messages"][1]["content"]
         tally = answer.split("\n\n### Final Ranking")[0].splitlines()[-1]
-        buckets = [bucket.split() for bucket in tally.removeprefix("Tally: ").split("; ")]
-        ids = [[word for word in bucket if len(word) == 1 and word.isupper()] for bucket in buckets]
-        labels = [" ".join(w for w in bucket if w not in tier and w != "-") for bucket, tier in zip(buckets, ids)]
+        assert tally.startswith("Tally: ")
+        buckets = [re.fullmatch(r"(.+?) ([A-D](?: [A-D])*|-)", b) for b in tally.removeprefix("Tally: ").split("; ")]
+        assert all(buckets), tally
+        labels = [bucket[1] for bucket in buckets]
         assert labels == ["no errors", "1 error", "2 errors", "3 errors", "4 errors", "5 or more errors"]
+        ids = [bucket[2].split() if bucket[2] != "-" else [] for bucket in buckets]
         assert sorted(sum(ids, [])) == list("ABCD"[: len(group["mt_texts"])])
         judgment = parse_gqm_output(answer, "ABCD"[: len(group["mt_texts"])])
         assert [tier for tier in ids if tier] == judgment.ranking
