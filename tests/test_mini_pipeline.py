@@ -101,6 +101,42 @@ def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkey
     assert pipeline._stage_key(config, "sqm_sft") == pipeline._stage_key(plain, "sqm_sft")
 
 
+@pytest.mark.parametrize("stage", ["judge_sft", "sqm_sft"])
+def test_judges_start_from_scratch_with_the_chosen_schedule(tmp_path, monkeypatch, stage):
+    import trl
+
+    from trl_grrm.mini.judge_data import build_ranking_dataset
+    from trl_grrm.mini.models import build_mini_model
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def trainer_spy(model, args, **kwargs):
+        seen.update(model=model, scheduler=args.lr_scheduler_type)
+        raise Stop
+
+    monkeypatch.setattr(trl, "SFTTrainer", trainer_spy)
+    build_ranking_dataset(4, seed=0).save_to_disk(tmp_path / "train")
+    build_mini_model(tmp_path / "policy", size="xs")
+    inputs = {"policy_sft": {"model": str(tmp_path / "policy")}, "judge_data": {"train": str(tmp_path / "train")}}
+    config = MiniReproConfig(output_dir=str(tmp_path), model_size="xs", judge_init="scratch",
+                             judge_lr_scheduler="constant_with_warmup")  # fmt: skip
+    with pytest.raises(Stop):
+        getattr(pipeline, f"run_{stage}")(config, tmp_path / stage, inputs)
+    assert seen["model"] == str(tmp_path / stage / "init") and Path(seen["model"], "config.json").exists()
+    assert seen["scheduler"] == "constant_with_warmup"
+    plain = MiniReproConfig(output_dir=str(tmp_path), model_size="xs")
+    with pytest.raises(Stop):
+        getattr(pipeline, f"run_{stage}")(plain, tmp_path / f"{stage}_plain", inputs)
+    assert seen["model"] == str(tmp_path / "policy") and seen["scheduler"] == "cosine"
+    assert pipeline._stage_key(config, stage) != pipeline._stage_key(plain, stage)
+    assert pipeline._stage_key(config, "judge_data") == pipeline._stage_key(plain, "judge_data")
+    with pytest.raises(ValueError, match="judge_init"):
+        MiniReproConfig(judge_init="sqm")
+
+
 def test_stages_are_cached_and_rerun_only_from_a_changed_setting(tmp_path, monkeypatch):
     calls: list[str] = []
 

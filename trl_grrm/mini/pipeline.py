@@ -6,7 +6,7 @@ Stages (each cached under ``output_dir/<stage>/``, skipped when its settings and
 2. ``judge_data``: groups of 2-4 distinct candidates per source, sampled from that policy plus perturbed references,
    scored by the oracle, each with a templated copy-and-compare analysis (:mod:`trl_grrm.mini.judge_data`).
 3. ``judge_sft``: the GQM judge, :func:`~trl_grrm.data.build_judge_sft_dataset` + ``SFTTrainer``, initialised from
-   the policy (it already knows both languages).
+   the policy (it already knows both languages) or, with ``judge_init="scratch"``, from a fresh model.
 4. ``judge_rlvr``: :class:`~trl_grrm.trainers.JudgeRLVRTrainer` with the default ``RankingReward``.
 5. ``sqm_sft``: a pointwise SQM judge from the same init, on the same groups for the same number of epochs.
 6. ``judge_eval``: held-out pairwise ranking accuracy of the three judges (:func:`trl_grrm.evaluation.ranking.summarize`).
@@ -105,12 +105,23 @@ class MiniReproConfig:
                  "before its analyses, made from the training groups (several passes, each in a new order, when there "
                  "are more drills than groups); 0 skips them."},
     )
+    judge_init: str = field(
+        default="policy",
+        metadata={"help": "Where both judges start: policy (the SFT policy, which already translates) or scratch (a fresh "
+                 "model of model_size, seeded like the policy; it must learn the languages too, but it has not learned "
+                 "to write its own translation over the candidates' words: docs/miniature.md)."},
+    )
     judge_sft_epochs: float = field(
         default=1.0,
         metadata={"help": "Epochs of judge SFT (GQM and SQM alike, over the same groups)."},
     )
     judge_batch_size: int = field(default=16, metadata={"help": "Judge SFT batch size."})
-    judge_learning_rate: float = field(default=1e-3, metadata={"help": "Judge SFT learning rate (cosine schedule)."})
+    judge_learning_rate: float = field(default=1e-3, metadata={"help": "Judge SFT learning rate."})
+    judge_lr_scheduler: str = field(
+        default="cosine",
+        metadata={"help": "Judge SFT learning-rate schedule (a transformers SchedulerType, after 20 warm-up steps), "
+                 "reading drills included."},
+    )
 
     rlvr_steps: int = field(default=30, metadata={"help": "Judge RLVR steps."})
     rlvr_prompts_per_step: int = field(default=4, metadata={"help": "Judge prompts per RLVR step."})
@@ -162,6 +173,8 @@ class MiniReproConfig:
             raise ValueError(f"policy_sft_agreement_noise must lie in 0-1, got {self.policy_sft_agreement_noise}")
         if self.judge_backend not in ("vllm", "transformers"):
             raise ValueError(f"judge_backend must be 'vllm' or 'transformers', got {self.judge_backend!r}")
+        if self.judge_init not in ("policy", "scratch"):
+            raise ValueError(f"judge_init must be 'policy' or 'scratch', got {self.judge_init!r}")
         if self.judge_reading_drills < 0:
             raise ValueError(f"judge_reading_drills must be >= 0, got {self.judge_reading_drills}")
         if self.eval_every < 1 or self.grpo_steps < 1:
@@ -186,9 +199,10 @@ _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
                    "policy_sft_agreement_noise", "heldout_sources"),
     "judge_data": ("judge_train_groups", "policy_candidates_per_group", "max_perturbation_errors",
                    "judge_data_temperature", "analysis_style", "heldout_groups"),
-    "judge_sft": ("judge_reading_drills", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
+    "judge_sft": ("judge_init", "judge_reading_drills", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate",
+                  "judge_lr_scheduler"),
     "judge_rlvr": ("rlvr_steps", "rlvr_prompts_per_step", "rlvr_generations", "rlvr_learning_rate"),
-    "sqm_sft": ("judge_sft_epochs", "judge_batch_size", "judge_learning_rate"),
+    "sqm_sft": ("judge_init", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate", "judge_lr_scheduler"),
     "judge_eval": (),
     "grpo_gqm": ("grpo_steps", "grpo_prompts_per_step", "grpo_generations", "grpo_learning_rate", "grpo_temperature",
                  "grpo_kwargs", "eval_every", "judge_backend"),
@@ -449,12 +463,21 @@ def _sft_judge(
     rows = to_prompt_completion(conversations).shuffle(seed=config.seed)
     args = SFTConfig(
         num_train_epochs=config.judge_sft_epochs if epochs is None else epochs, per_device_train_batch_size=batch_size,
-        learning_rate=config.judge_learning_rate, lr_scheduler_type="cosine", warmup_steps=20, max_length=384,
+        learning_rate=config.judge_learning_rate, lr_scheduler_type=config.judge_lr_scheduler, warmup_steps=20,
+        max_length=384,
         **_trainer_common(config, stage_dir),
     )  # fmt: skip
     trainer = SFTTrainer(model=init, args=args, train_dataset=rows, processing_class=AutoTokenizer.from_pretrained(init))
     trainer.train()
     return str(_save(trainer, stage_dir / "model"))
+
+
+def _judge_init(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> str:
+    if config.judge_init == "policy":
+        return inputs["policy_sft"]["model"]
+    from .models import build_mini_model
+
+    return str(build_mini_model(stage_dir / "init", size=config.model_size, seed=config.seed))
 
 
 def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -465,7 +488,7 @@ def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, An
     from .judge_data import build_reading_dataset
 
     train = load_from_disk(inputs["judge_data"]["train"])
-    init = inputs["policy_sft"]["model"]
+    init = _judge_init(config, stage_dir, inputs)
     if config.judge_reading_drills > 0:
         passes = math.ceil(config.judge_reading_drills / len(train))
         groups = concatenate_datasets([train.shuffle(seed=config.seed + n) for n in range(passes)])
@@ -486,7 +509,7 @@ def run_sqm_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]
     train = load_from_disk(inputs["judge_data"]["train"])
     conversations = build_sqm_sft_dataset(train, config.analysis_style)
     batch_size = round(config.judge_batch_size * len(conversations) / len(train))
-    return {"model": _sft_judge(config, stage_dir, inputs["policy_sft"]["model"], conversations, batch_size)}
+    return {"model": _sft_judge(config, stage_dir, _judge_init(config, stage_dir, inputs), conversations, batch_size)}
 
 
 def run_judge_rlvr(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
