@@ -3,6 +3,7 @@ reduced run CI makes, which must show learning (a regression test of learning, n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -67,6 +68,18 @@ def test_grpo_kwargs_reach_the_gspo_config_and_its_cache_key(tmp_path, monkeypat
     plain = MiniReproConfig(output_dir=str(tmp_path))
     assert pipeline._stage_key(config, "grpo_oracle") != pipeline._stage_key(plain, "grpo_oracle")
     assert pipeline._stage_key(config, "judge_eval") == pipeline._stage_key(plain, "judge_eval")
+
+
+def test_judge_rewards_check_the_language_before_asking_the_judge():
+    from trl_grrm.mini.task import berun_text
+
+    checked = pipeline.judge_reward("judge", "sqm", "vllm", 4)
+    assert checked._extract is berun_text and checked.config.invalid_completion_reward == 0.0
+    assert pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check=False)._extract("talu qq") == "talu qq"
+    config = MiniReproConfig(language_check=False)
+    for stage in ("grpo_gqm", "grpo_sqm"):
+        assert pipeline._stage_key(config, stage) != pipeline._stage_key(MiniReproConfig(), stage)
+    assert pipeline._stage_key(config, "grpo_oracle") == pipeline._stage_key(MiniReproConfig(), "grpo_oracle")
 
 
 def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkeypatch):
@@ -173,6 +186,29 @@ def test_stages_are_cached_and_rerun_only_from_a_changed_setting(tmp_path, monke
         run_pipeline(config, stages=["judge_sft", "nonsense"], progress=False)
 
 
+@pytest.mark.slow
+def test_stages_run_side_by_side_in_worker_processes(tmp_path):
+    """workers=2: after the policy, judge data and the oracle run go to two spawned processes; the parent reads
+    their cached outputs and times. A stage that fails in its worker raises in the parent, naming the stage."""
+    config = MiniReproConfig(output_dir=str(tmp_path), workers=2, model_size="xs", policy_sft_steps=2,
+                             policy_sft_batch_size=4, judge_train_groups=4, heldout_groups=2, heldout_sources=4,
+                             grpo_steps=1, grpo_prompts_per_step=2, eval_every=1)  # fmt: skip
+    outputs = run_pipeline(config, stages=["judge_data", "grpo_oracle"], progress=False)
+    assert set(outputs["stage_seconds"]) == {"policy_sft", "judge_data", "grpo_oracle"}
+    assert all(seconds > 0 for seconds in outputs["stage_seconds"].values())
+    ends = {stage: (tmp_path / stage / "stage.json").stat().st_mtime for stage in ("judge_data", "grpo_oracle")}
+    starts = {stage: end - outputs["stage_seconds"][stage] for stage, end in ends.items()}
+    assert starts["judge_data"] < ends["grpo_oracle"] and starts["grpo_oracle"] < ends["judge_data"]  # they overlapped
+    assert outputs["grpo_oracle"]["curve"][0]["step"] == 0 and Path(outputs["judge_data"]["test"]).exists()
+    again = run_pipeline(config, stages=["judge_data", "grpo_oracle"], progress=False)
+    assert set(again["stage_seconds"].values()) == {0.0}  # all cached
+
+    broken = dataclasses.replace(config, output_dir=str(tmp_path / "broken"), model_size="huge")
+    with pytest.raises(RuntimeError, match=r"policy_sft \(exit code 1\)"):
+        run_pipeline(broken, stages=["grpo_oracle"], progress=False)
+    assert not (tmp_path / "broken" / "grpo_oracle").exists()  # nothing launched after the failure
+
+
 def test_shipped_models_match_their_manifest_and_load_in_float32(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -195,13 +231,13 @@ def test_shipped_models_match_their_manifest_and_load_in_float32(tmp_path):
 
 @pytest.mark.slow
 def test_reduced_pipeline_runs_every_stage_and_resumes(tmp_path):
-    """The CI-sized run of every stage, on real trainers and in-process vLLM judges: the stages connect, the SFT
-    policy learned to translate from a random start, every GSPO run is measured on its schedule, the report is
-    written, and a second run finds every stage cached.
+    """The CI-sized run of every stage, on real trainers and in-process vLLM judges, two stages at a time in worker
+    processes (as on 2 cores): the stages connect, the SFT policy learned to translate from a random start, every
+    GSPO run is measured on its schedule, the report is written, and a second run finds every stage cached.
 
     It does not assert that RLVR beats the SFT judge or that GSPO with the tiny judge raises the policy's score:
     at this scale neither holds (see docs/miniature.md for the measured numbers)."""
-    config = MiniReproConfig.preset("ci", output_dir=str(tmp_path / "mini"))
+    config = MiniReproConfig.preset("ci", output_dir=str(tmp_path / "mini"), workers=2)
     results = run_pipeline(config, progress=False)
     assert results["policy_start"] > 2.0  # a random policy scores 0; 60 SFT steps reach about 5 of 10
     for key in ("gqm_sft", "gqm_rlvr", "sqm"):

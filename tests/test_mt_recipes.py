@@ -132,7 +132,8 @@ def test_embedded_default_accelerate_launch(tmp_path, cache_dir):
     logs, audit = check_run(output, output_dir, steps=4, score_scale=0.1)  # judge_preset default
     check_judged_by_engine(audit)
     check_judge_rewards_vary(output_dir, audit)  # a trained judge: its answers parse and separate candidates
-    assert "Reward: GRRM judge" in (output_dir / "README.md").read_text(encoding="utf-8")
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert "Reward: GRRM judge" in card and '"extractor": "trl_grrm.mini.task:berun_text"' in card  # language check
     points = json.loads((output_dir / "heldout_oracle_score.json").read_text(encoding="utf-8"))
     assert [p["step"] for p in points] == [0, 4]
     assert all(0.0 <= p["oracle_score"] <= 10.0 for p in points)

@@ -96,6 +96,15 @@ def test_extractors():
     assert get_extractor(str.upper)("a") == "A"
     with pytest.raises(ValueError, match="Unknown translation extractor"):
         get_extractor("xml")
+    # Your own, by import path: the miniature's language check refuses what is not one line of its target language.
+    berun = get_extractor("trl_grrm.mini.task:berun_text")
+    assert berun(" talu velomi\n") == "talu velomi" and berun("talu velomi qq") is None and berun("a\nb") is None
+    with pytest.raises(ValueError, match="cannot import the translation extractor 'trl_grrm.mini.task:nope'"):
+        get_extractor("trl_grrm.mini.task:nope")
+    with pytest.raises(ValueError, match="cannot import"):
+        get_extractor("no_such_module:f")
+    with pytest.raises(ValueError, match="is not callable"):
+        get_extractor("trl_grrm.mini.task:TARGET_WORDS")
 
 
 def test_completion_text_handles_conversational_completions():

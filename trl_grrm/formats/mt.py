@@ -118,9 +118,30 @@ EXTRACTORS: dict[str, Callable[[str], str | None]] = {
 
 
 def get_extractor(name_or_fn: str | Callable[[str], str | None]) -> Callable[[str], str | None]:
-    """Resolve an extractor by name (``codeblock``, ``codeblock_strict``, ``last_line``, ``full``) or pass a callable."""
+    """Resolve an extractor by name (``codeblock``, ``codeblock_strict``, ``last_line``, ``full``), by the import path
+    ``package.module:function`` of your own (one that also checks the language, say: it must return ``None`` for a
+    completion that holds no usable translation), or pass a callable.
+
+    Example:
+        >>> get_extractor("full")("  Guten Morgen. ")
+        'Guten Morgen.'
+        >>> get_extractor("trl_grrm.mini.task:berun_text")("talu velomi")
+        'talu velomi'
+    """
     if callable(name_or_fn):
         return name_or_fn
-    if name_or_fn not in EXTRACTORS:
-        raise ValueError(f"Unknown translation extractor {name_or_fn!r}; choose one of {sorted(EXTRACTORS)}")
-    return EXTRACTORS[name_or_fn]
+    if name_or_fn in EXTRACTORS:
+        return EXTRACTORS[name_or_fn]
+    module_name, colon, attribute = name_or_fn.partition(":")
+    if colon:
+        import importlib
+
+        try:
+            function = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"cannot import the translation extractor {name_or_fn!r}: {error}") from error
+        if not callable(function):
+            raise ValueError(f"translation extractor {name_or_fn!r} is not callable")
+        return function
+    raise ValueError(f"Unknown translation extractor {name_or_fn!r}; choose one of {sorted(EXTRACTORS)} or give "
+                     "'package.module:function'")

@@ -60,6 +60,9 @@ def demo_arguments(cache_dir: str | Path | None = None) -> list[str]:
         "--judge.backend", "vllm", "--judge.model", str(paths["judge"]), "--judge.dtype", "float32",
         "--judge.max_model_len", "512", "--judge.enforce_eager", "true", "--judge.max_tokens", "200",
         "--judge_preset", "default",
+        # The language check (trl_grrm.mini.task.berun_text): byte-level garbage gets the invalid-completion reward
+        # instead of a score from a judge that never saw such text.
+        "--reward_kwargs", json.dumps({"extractor": "trl_grrm.mini.task:berun_text"}),
     ]  # fmt: skip
 
 

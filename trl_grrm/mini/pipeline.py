@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .task import SOURCE_LANGUAGE, TARGET_LANGUAGE, oracle_score, sample_source, translate, wrong_agreement
+from .task import (
+    SOURCE_LANGUAGE,
+    TARGET_LANGUAGE,
+    berun_text,
+    oracle_score,
+    sample_source,
+    translate,
+    wrong_agreement,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +79,12 @@ class MiniReproConfig:
         default=1,
         metadata={"help": "torch CPU threads (1: matrices this small gain little from more, and two seeds can run side by"
                  " side on 2 cores)."},
+    )
+    workers: int = field(
+        default=1,
+        metadata={"help": "Stages run side by side in up to this many processes (each with `threads` torch threads), "
+                 "each as soon as the stages it reads are done: 2 on 2 cores trains the GQM and SQM judges, and runs "
+                 "the GSPO runs, two at a time. Results do not depend on it."},
     )
 
     policy_sft_steps: int = field(
@@ -107,9 +121,9 @@ class MiniReproConfig:
     )
     judge_init: str = field(
         default="policy",
-        metadata={"help": "Where both judges start: policy (the SFT policy, which already translates) or scratch (a fresh "
-                 "model of model_size, seeded like the policy; it must learn the languages too, but it has not learned "
-                 "to write its own translation over the candidates' words: docs/miniature.md)."},
+        metadata={"help": "Where both judges start: policy (the SFT policy, which already translates) or scratch (a "
+                 "fresh model of model_size, seeded like the policy; it must learn the languages too, but it has not "
+                 "learned to write its own translation over the candidates' words: docs/miniature.md)."},
     )
     judge_sft_epochs: float = field(
         default=1.0,
@@ -142,6 +156,12 @@ class MiniReproConfig:
         default=None,
         metadata={"help": "More GSPOConfig settings for the three GSPO runs, as a mapping (JSON on the command line), "
                  "e.g. '{\"beta\": 0.04, \"sft_coef\": 0.0}'."},
+    )
+    language_check: bool = field(
+        default=True,
+        metadata={"help": "Judge rewards give a completion that is not one line of Berun words 0 without asking the "
+                 "judge (trl_grrm.mini.task.berun_text), as a language-ID filter would in real MT; off, the judge "
+                 "scores byte-level garbage it never saw in training."},
     )
     eval_every: int = field(
         default=20,
@@ -177,6 +197,8 @@ class MiniReproConfig:
             raise ValueError(f"judge_init must be 'policy' or 'scratch', got {self.judge_init!r}")
         if self.judge_reading_drills < 0:
             raise ValueError(f"judge_reading_drills must be >= 0, got {self.judge_reading_drills}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.eval_every < 1 or self.grpo_steps < 1:
             raise ValueError("eval_every and grpo_steps must be >= 1")
 
@@ -205,10 +227,11 @@ _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "sqm_sft": ("judge_init", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate", "judge_lr_scheduler"),
     "judge_eval": (),
     "grpo_gqm": ("grpo_steps", "grpo_prompts_per_step", "grpo_generations", "grpo_learning_rate", "grpo_temperature",
-                 "grpo_kwargs", "eval_every", "judge_backend"),
+                 "grpo_kwargs", "eval_every", "judge_backend", "language_check"),
 }
 _STAGE_FIELDS["grpo_sqm"] = _STAGE_FIELDS["grpo_gqm"]
-_STAGE_FIELDS["grpo_oracle"] = tuple(name for name in _STAGE_FIELDS["grpo_gqm"] if name != "judge_backend")
+_STAGE_FIELDS["grpo_oracle"] = tuple(name for name in _STAGE_FIELDS["grpo_gqm"]
+                                     if name not in ("judge_backend", "language_check"))
 
 
 def stages_needed(stages: Sequence[str]) -> list[str]:
@@ -395,14 +418,11 @@ def _policy_candidates(policy: str, sources: Sequence[str], config: MiniReproCon
     would teach the judge little about translation quality."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .task import TARGET_WORDS
-
     sampled = generate_translations(
         AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy), sources,
         config.judge_data_temperature, config.policy_candidates_per_group, seed=seed,
     )  # fmt: skip
-    words = set(TARGET_WORDS)
-    return [[t for t in texts if t and "\n" not in t and set(t.split()) <= words] for texts in sampled]
+    return [[t for t in texts if t and berun_text(t) is not None] for texts in sampled]
 
 
 def _groups_dataset(sources: Sequence[str], sampled: Sequence[list[str]], sizes: Sequence[int], config, seed: int):
@@ -464,8 +484,7 @@ def _sft_judge(
     args = SFTConfig(
         num_train_epochs=config.judge_sft_epochs if epochs is None else epochs, per_device_train_batch_size=batch_size,
         learning_rate=config.judge_learning_rate, lr_scheduler_type=config.judge_lr_scheduler, warmup_steps=20,
-        max_length=384,
-        **_trainer_common(config, stage_dir),
+        max_length=384, **_trainer_common(config, stage_dir),
     )  # fmt: skip
     trainer = SFTTrainer(model=init, args=args, train_dataset=rows, processing_class=AutoTokenizer.from_pretrained(init))
     trainer.train()
@@ -568,8 +587,10 @@ def run_judge_eval(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, A
     }
 
 
-def judge_reward(judge_model: str, style: str, backend: str, num_generations: int):
-    """The GRPO reward for a trained miniature judge: :class:`~trl_grrm.rewards.GroupRelativeRewardFunction`."""
+def judge_reward(judge_model: str, style: str, backend: str, num_generations: int, language_check: bool = True):
+    """The GRPO reward for a trained miniature judge: :class:`~trl_grrm.rewards.GroupRelativeRewardFunction`; with
+    ``language_check``, completions that are not one line of Berun words get 0 without a judge call
+    (:func:`~trl_grrm.mini.task.berun_text`)."""
     from ..formats.mt import DEFAULT_EXTRACTOR
     from ..rewards import GroupRelativeRewardFunction
     from .models import MT_PROMPT_STYLE
@@ -578,7 +599,8 @@ def judge_reward(judge_model: str, style: str, backend: str, num_generations: in
     return GroupRelativeRewardFunction(
         judge=dict(model=judge_model, backend=backend, max_tokens=200, max_parse_retries=1, **engine),
         judge_style=style, num_generations=num_generations, score_scale=0.1, invalid_completion_reward=0.0,
-        unjudged_reward=None, extractor=DEFAULT_EXTRACTOR[MT_PROMPT_STYLE], name=f"{style}_judge",
+        unjudged_reward=None, extractor=berun_text if language_check else DEFAULT_EXTRACTOR[MT_PROMPT_STYLE],
+        name=f"{style}_judge",
     )  # fmt: skip
 
 
@@ -623,7 +645,8 @@ def run_grpo(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any], r
         reward_funcs: list[Any] = [oracle_reward]
     else:
         judge = inputs["judge_rlvr" if reward == "gqm" else "sqm_sft"]["model"]
-        reward_funcs = [judge_reward(judge, reward, config.judge_backend, config.grpo_generations)]
+        reward_funcs = [judge_reward(judge, reward, config.judge_backend, config.grpo_generations,
+                                     config.language_check)]
     tokenizer = AutoTokenizer.from_pretrained(policy)
     curve = policy_curve_callback(tokenizer, heldout, config.eval_every)
     settings = dict(
@@ -678,7 +701,8 @@ def summarize_results(config: MiniReproConfig, outputs: dict[str, Any]) -> dict[
         runs[reward]["relative_gain"] = (final - start) / start if start else None
         runs[reward]["share_of_oracle_gain"] = (final - start) / oracle_gain if oracle_gain > 0 else None
     return {"config": dataclasses.asdict(config), "policy_start": start, "judges": outputs["judge_eval"],
-            "grpo": runs, "stage_seconds": outputs.get("stage_seconds", {})}  # fmt: skip
+            "grpo": runs, "stage_seconds": outputs.get("stage_seconds", {}),
+            "wall_seconds": outputs.get("wall_seconds")}  # fmt: skip
 
 
 def _plots(outputs: dict[str, Any], results: dict[str, Any], out: Path) -> list[str]:
@@ -751,7 +775,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     seconds = results.get("stage_seconds", {})
     if seconds:
         lines += ["", "Stage times (s, this run; cached stages 0): "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())]  # fmt: skip
+                  + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+                  + (f"; wall {results['wall_seconds']:.0f}" if results.get("wall_seconds") else "")]  # fmt: skip
     lines += ["", "![judges](judge_accuracy.png) ![zero variance](zero_variance.png) ![policy](policy_score.png)", ""]
     return "\n".join(lines)
 
@@ -769,6 +794,56 @@ _RUNNERS: dict[str, Callable[[MiniReproConfig, Path, dict[str, Any]], dict[str, 
     "grpo_sqm": lambda c, d, i: run_grpo(c, d, i, "sqm"),
     "grpo_oracle": lambda c, d, i: run_grpo(c, d, i, "oracle"),
 }
+
+
+def _is_cached(config: MiniReproConfig, stage: str) -> bool:
+    record = Path(config.output_dir) / stage / "stage.json"
+    return record.exists() and json.loads(record.read_text()).get("key") == _stage_key(config, stage)
+
+
+def _run_stage_in_worker(config: MiniReproConfig, stage: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run_pipeline(dataclasses.replace(config, workers=1), stages=[stage], progress=False)
+
+
+def _run_side_by_side(config: MiniReproConfig, to_run: Sequence[str], bar: Any) -> dict[str, float]:
+    """Run the uncached stages of ``to_run`` in up to ``config.workers`` spawned processes, each stage once the stages
+    it reads are cached; returns each stage's wall seconds. A failed stage stops new launches; the stages already
+    running finish (and are cached) before the error is raised."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    done = {stage for stage in to_run if _is_cached(config, stage)}
+    bar.update(len(done))
+    running: dict[str, tuple[Any, float]] = {}
+    seconds: dict[str, float] = {}
+    failed: list[str] = []
+    while len(done) < len(to_run) and (running or not failed):
+        for stage in to_run:
+            ready = all(need in done for need in _NEEDS[stage])
+            if not failed and ready and stage not in done and stage not in running and len(running) < config.workers:
+                process = context.Process(target=_run_stage_in_worker, args=(config, stage), name=f"mini-repro-{stage}")
+                process.start()
+                running[stage] = (process, time.time())
+                bar.set_postfix_str(", ".join(running))
+        if not running:  # cannot happen: to_run holds every stage its stages read (stages_needed)
+            raise RuntimeError(f"no stage of {list(to_run)} can start; done: {sorted(done)}")
+        wait([process.sentinel for process, _ in running.values()])
+        for stage, (process, started) in list(running.items()):
+            if process.exitcode is None:
+                continue
+            del running[stage]
+            if process.exitcode == 0 and _is_cached(config, stage):
+                done.add(stage)
+                seconds[stage] = time.time() - started
+                bar.update(1)
+            else:
+                failed.append(f"{stage} (exit code {process.exitcode})")
+    if failed:
+        raise RuntimeError(f"stage(s) failed in their worker process: {', '.join(failed)}; the error is in the log "
+                           "above. Finished stages are cached: fix the cause and rerun.")  # fmt: skip
+    return seconds
 
 
 def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, progress: bool = True) -> dict:
@@ -790,15 +865,20 @@ def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, p
         "heldout_sources": sample_sources(config.heldout_sources, config.seed + 1_000),
         "stage_seconds": {},
     }
-    bar = tqdm(to_run, desc="mini-repro", disable=not progress, unit="stage")
+    started_run = time.time()
+    side_by_side: dict[str, float] = {}
+    if config.workers > 1:
+        with tqdm(total=len(to_run), desc="mini-repro", disable=not progress, unit="stage") as bar:
+            side_by_side = _run_side_by_side(config, to_run, bar)
+    bar = tqdm(to_run, desc="mini-repro", disable=not progress or config.workers > 1, unit="stage")
     for stage in bar:
         bar.set_postfix_str(stage)
         stage_dir = out / stage
         record = stage_dir / "stage.json"
         key = _stage_key(config, stage)
-        if record.exists() and json.loads(record.read_text()).get("key") == key:
+        if _is_cached(config, stage):
             outputs[stage] = json.loads(record.read_text())["output"]
-            outputs["stage_seconds"][stage] = 0.0
+            outputs["stage_seconds"][stage] = side_by_side.get(stage, 0.0)
             continue
         if stage_dir.exists():
             shutil.rmtree(stage_dir)
@@ -808,6 +888,7 @@ def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, p
         outputs["stage_seconds"][stage] = time.time() - started
         record.write_text(json.dumps({"key": key, "output": outputs[stage]}, indent=1))
         logger.info("stage %s done in %.0f s", stage, outputs["stage_seconds"][stage])
+    outputs["wall_seconds"] = time.time() - started_run
     if not everything:
         return outputs
     results = summarize_results(config, outputs)

@@ -94,6 +94,26 @@ def _target_forms_by_class() -> dict[str, list[str]]:
 TARGET_FORMS_BY_CLASS: dict[str, list[str]] = _target_forms_by_class()
 TARGET_WORDS: list[str] = [word for forms in TARGET_FORMS_BY_CLASS.values() for word in forms]
 """Every Berun word form (53)."""
+_TARGET_WORD_SET = frozenset(TARGET_WORDS)
+
+
+def berun_text(text: str) -> str | None:
+    """``text`` stripped, when it is one line of Berun words; else ``None``.
+
+    The miniature's language check, the part a language-ID filter plays in real MT reward pipelines: used as the
+    judge reward's translation extractor, it gives byte-level garbage the invalid-completion reward without asking the
+    judge, which never saw such text in training and may score it at random.
+
+    Example:
+        >>> berun_text(" talu velomi "), berun_text("talu velomi qq"), berun_text("talu\\nvelomi")
+        ('talu velomi', None, None)
+    """
+    stripped = text.strip()
+    if not stripped or "\n" in stripped or not set(stripped.split()) <= _TARGET_WORD_SET:
+        return None
+    return stripped
+
+
 SOURCE_WORDS: list[str] = [*NOUNS, *VERBS, *ADJECTIVES, *ADVERBS, *DETERMINERS]
 """Every Aklan word (34)."""
 _WORD_CLASS: dict[str, str] = {word: kind for kind, forms in TARGET_FORMS_BY_CLASS.items() for word in forms}

@@ -51,7 +51,7 @@ class GroupRelativeRewardConfig(JudgeOptions):
     overlong_penalty: float = field(default=0.0, metadata={"help": "Largest overlong penalty subtracted from the reward."})
 
     # inputs
-    extractor: str = field(default="codeblock", metadata={"help": "How to pull the translation out of a completion: codeblock, codeblock_strict, last_line or full."})
+    extractor: str = field(default="codeblock", metadata={"help": "How to pull the translation out of a completion: codeblock, codeblock_strict, last_line, full, or your own as 'package.module:function' (None: no usable translation, the invalid-completion reward)."})
     source_column: str = field(default="src_text", metadata={"help": "Dataset column with the source text."})
     source_language_column: str = field(default="src_lang", metadata={"help": "Dataset column with the source language (code or name)."})
     target_language_column: str = field(default="trg_lang", metadata={"help": "Dataset column with the target language (code or name)."})
