@@ -89,7 +89,7 @@ def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkey
     init = str(build_mini_model(tmp_path / "init", size="xs"))
     build_ranking_dataset(12, seed=0).save_to_disk(tmp_path / "train")
     inputs = {"policy_sft": {"model": init}, "judge_data": {"train": str(tmp_path / "train")}}
-    config = MiniReproConfig(output_dir=str(tmp_path), judge_reading_drills=20, judge_batch_size=4)
+    config = MiniReproConfig(output_dir=str(tmp_path), judge_init="policy", judge_reading_drills=20, judge_batch_size=4)
     calls = []
     real_sft = pipeline._sft_judge
 
@@ -109,7 +109,7 @@ def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkey
     assert len(analyses) == 12 and "### Final Ranking:" in analyses[0]["messages"][1]["content"]
     assert output["model"] == str(tmp_path / "judge_sft" / "model")
 
-    plain = MiniReproConfig(output_dir=str(tmp_path), judge_batch_size=4)
+    plain = MiniReproConfig(output_dir=str(tmp_path), judge_init="policy", judge_reading_drills=0, judge_batch_size=4)
     assert pipeline._stage_key(config, "judge_rlvr") != pipeline._stage_key(plain, "judge_rlvr")
     assert pipeline._stage_key(config, "sqm_sft") == pipeline._stage_key(plain, "sqm_sft")
 
@@ -140,7 +140,7 @@ def test_judges_start_from_scratch_with_the_chosen_schedule(tmp_path, monkeypatc
         getattr(pipeline, f"run_{stage}")(config, tmp_path / stage, inputs)
     assert seen["model"] == str(tmp_path / stage / "init") and Path(seen["model"], "config.json").exists()
     assert seen["scheduler"] == "constant_with_warmup"
-    plain = MiniReproConfig(output_dir=str(tmp_path), model_size="xs")
+    plain = MiniReproConfig(output_dir=str(tmp_path), model_size="xs", judge_init="policy", judge_lr_scheduler="cosine")
     with pytest.raises(Stop):
         getattr(pipeline, f"run_{stage}")(plain, tmp_path / f"{stage}_plain", inputs)
     assert seen["model"] == str(tmp_path / "policy") and seen["scheduler"] == "cosine"
@@ -162,7 +162,7 @@ def test_stages_are_cached_and_rerun_only_from_a_changed_setting(tmp_path, monke
         return run
 
     monkeypatch.setattr(pipeline, "_RUNNERS", {stage: recorder(stage) for stage in pipeline.STAGES[:-1]})
-    config = MiniReproConfig(output_dir=str(tmp_path))
+    config = MiniReproConfig(output_dir=str(tmp_path), workers=1)  # the recorders live in this process
     outputs = run_pipeline(config, stages=["judge_eval"], progress=False)
     assert calls == list(pipeline.STAGES[: pipeline.STAGES.index("judge_eval") + 1])
     assert outputs["judge_eval"]["upstream"] == ["judge_data", "judge_rlvr", "judge_sft", "policy_sft", "sqm_sft"]
@@ -170,17 +170,17 @@ def test_stages_are_cached_and_rerun_only_from_a_changed_setting(tmp_path, monke
     run_pipeline(config, stages=["judge_eval"], progress=False)
     assert calls == []  # everything cached
     calls.clear()
-    changed = MiniReproConfig(output_dir=str(tmp_path), rlvr_steps=config.rlvr_steps + 1)
+    changed = dataclasses.replace(config, rlvr_steps=config.rlvr_steps + 1)
     run_pipeline(changed, stages=["judge_eval"], progress=False)
     assert calls == ["judge_rlvr", "judge_eval"]  # the SQM judge does not read the RLVR judge
     calls.clear()
     outputs = run_pipeline(changed, stages=["grpo_oracle"], progress=False)
     assert calls == ["grpo_oracle"] and outputs["grpo_oracle"]["upstream"] == ["policy_sft"]
     calls.clear()
-    run_pipeline(MiniReproConfig(output_dir=str(tmp_path), judge_train_groups=7), stages=["grpo_oracle"],
+    run_pipeline(dataclasses.replace(config, judge_train_groups=7), stages=["grpo_oracle"],
                  progress=False)
     assert calls == []  # judge data is not the oracle run's business
-    run_pipeline(MiniReproConfig(output_dir=str(tmp_path), policy_sft_steps=7), stages=["grpo_oracle"], progress=False)
+    run_pipeline(dataclasses.replace(config, policy_sft_steps=7), stages=["grpo_oracle"], progress=False)
     assert calls == ["policy_sft", "grpo_oracle"]
     with pytest.raises(ValueError, match="unknown stage"):
         run_pipeline(config, stages=["judge_sft", "nonsense"], progress=False)

@@ -4,16 +4,17 @@ Stages (each cached under ``output_dir/<stage>/``, skipped when its settings and
 
 1. ``policy_sft``: a tiny Qwen2 policy learns Aklan -> Berun with TRL's ``SFTTrainer``, stopped early on purpose.
 2. ``judge_data``: groups of 2-4 distinct candidates per source, sampled from that policy plus perturbed references,
-   scored by the oracle, each with a templated copy-and-compare analysis (:mod:`trl_grrm.mini.judge_data`).
-3. ``judge_sft``: the GQM judge, :func:`~trl_grrm.data.build_judge_sft_dataset` + ``SFTTrainer``, initialised from
-   the policy (it already knows both languages) or, with ``judge_init="scratch"``, from a fresh model.
+   scored by the oracle, each with a templated analysis (:mod:`trl_grrm.mini.judge_data`; ``walk`` by default).
+3. ``judge_sft``: the GQM judge, from a fresh model (``judge_init="scratch"``, the default) or from the policy: reading
+   drills, then :func:`~trl_grrm.data.build_judge_sft_dataset` + ``SFTTrainer``.
 4. ``judge_rlvr``: :class:`~trl_grrm.trainers.JudgeRLVRTrainer` with the default ``RankingReward``.
-5. ``sqm_sft``: a pointwise SQM judge from the same init, on the same groups for the same number of epochs.
+5. ``sqm_sft``: a pointwise SQM judge from the same kind of init, on the same groups for the same number of epochs.
 6. ``judge_eval``: held-out pairwise ranking accuracy of the three judges (:func:`trl_grrm.evaluation.ranking.summarize`).
 7. ``grpo_gqm``, ``grpo_sqm``, ``grpo_oracle``: :class:`~trl_grrm.trainers.GSPOTrainer` on the policy with
    :class:`~trl_grrm.rewards.GroupRelativeRewardFunction` and the RLVR judge (in-process vLLM), the same with the SQM
-   judge, and with the oracle as the reward; same steps and seeds. The policy's held-out oracle score is measured
-   every ``eval_every`` steps.
+   judge, and with the oracle as the reward; same steps and seeds. The judge rewards give a completion that is not
+   Berun 0 without a judge call (``language_check``). The policy's held-out oracle score is measured every
+   ``eval_every`` steps.
 8. ``report``: ``results.json``, ``results.md`` and plots.
 
 Example:
@@ -73,7 +74,7 @@ class MiniReproConfig:
     seed: int = field(default=0, metadata={"help": "Seed of data, initialisation and training (every stage)."})
     model_size: str = field(
         default="s",
-        metadata={"help": "Size of the policy (and of the judges, which start from it): a key of trl_grrm.mini.MODEL_SIZES."},
+        metadata={"help": "Size of the policy and of the judges: a key of trl_grrm.mini.MODEL_SIZES."},
     )
     threads: int = field(
         default=1,
@@ -81,7 +82,7 @@ class MiniReproConfig:
                  " side on 2 cores)."},
     )
     workers: int = field(
-        default=1,
+        default=2,
         metadata={"help": "Stages run side by side in up to this many processes (each with `threads` torch threads), "
                  "each as soon as the stages it reads are done: 2 on 2 cores trains the GQM and SQM judges, and runs "
                  "the GSPO runs, two at a time. Results do not depend on it."},
@@ -99,7 +100,7 @@ class MiniReproConfig:
                  "wrong_agreement): an ambiguity SFT cannot resolve, for RL to remove."},
     )
 
-    judge_train_groups: int = field(default=8000, metadata={"help": "Judge training groups (2-4 candidates each)."})
+    judge_train_groups: int = field(default=30000, metadata={"help": "Judge training groups (2-4 candidates each)."})
     policy_candidates_per_group: int = field(
         default=2,
         metadata={"help": "Policy samples drawn per group before perturbed references fill it up."},
@@ -110,29 +111,29 @@ class MiniReproConfig:
         metadata={"help": "Temperature of the policy samples in the judge data (as in GSPO, see grpo_temperature)."},
     )
     analysis_style: str = field(
-        default="compare",
+        default="walk",
         metadata={"help": "Templated judge analysis: compare, echo, walk or count (trl_grrm.mini.judge_data)."},
     )
     judge_reading_drills: int = field(
-        default=0,
+        default=32000,
         metadata={"help": "Reading drills (trl_grrm.mini.judge_data.build_reading_dataset) the GQM judge trains on "
                  "before its analyses, made from the training groups (several passes, each in a new order, when there "
                  "are more drills than groups); 0 skips them."},
     )
     judge_init: str = field(
-        default="policy",
+        default="scratch",
         metadata={"help": "Where both judges start: policy (the SFT policy, which already translates) or scratch (a "
                  "fresh model of model_size, seeded like the policy; it must learn the languages too, but it has not "
                  "learned to write its own translation over the candidates' words: docs/miniature.md)."},
     )
     judge_sft_epochs: float = field(
-        default=1.0,
+        default=1.5,
         metadata={"help": "Epochs of judge SFT (GQM and SQM alike, over the same groups)."},
     )
-    judge_batch_size: int = field(default=16, metadata={"help": "Judge SFT batch size."})
+    judge_batch_size: int = field(default=32, metadata={"help": "Judge SFT batch size."})
     judge_learning_rate: float = field(default=1e-3, metadata={"help": "Judge SFT learning rate."})
     judge_lr_scheduler: str = field(
-        default="cosine",
+        default="constant_with_warmup",
         metadata={"help": "Judge SFT learning-rate schedule (a transformers SchedulerType, after 20 warm-up steps), "
                  "reading drills included."},
     )
@@ -146,7 +147,7 @@ class MiniReproConfig:
     heldout_sources: int = field(default=200, metadata={"help": "Held-out sources for the policy's oracle score."})
     grpo_steps: int = field(default=100, metadata={"help": "GSPO steps of each policy run."})
     grpo_prompts_per_step: int = field(default=8, metadata={"help": "Prompts per GSPO step."})
-    grpo_generations: int = field(default=4, metadata={"help": "Completions per prompt (the group the judge ranks)."})
+    grpo_generations: int = field(default=16, metadata={"help": "Completions per prompt (the group the judge ranks)."})
     grpo_learning_rate: float = field(default=1e-4, metadata={"help": "GSPO learning rate."})
     grpo_temperature: float = field(
         default=0.7,
@@ -178,8 +179,8 @@ class MiniReproConfig:
         presets = {
             "full": {},
             "ci": dict(
-                judge_train_groups=1000, rlvr_steps=5, heldout_groups=50, heldout_sources=50, grpo_steps=20,
-                eval_every=10,
+                judge_train_groups=1000, judge_reading_drills=500, judge_sft_epochs=1.0, rlvr_steps=5,
+                heldout_groups=50, heldout_sources=50, grpo_steps=20, grpo_generations=4, eval_every=10,
             ),
         }  # fmt: skip
         if name not in presets:
@@ -670,7 +671,10 @@ def run_grpo(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any], r
 
     def no_signal(h: dict[str, Any]) -> float:
         # TRL counts a group with equal rewards; a group the judge could not score (NaN rewards) teaches nothing either.
-        return h["frac_reward_zero_std"] + h.get(f"{name}/unjudged_groups", 0.0) / max(h.get(f"{name}/groups", 1.0), 1.0)
+        # TRL also counts an unscored group holding two or more invalid completions (equal rewards of 0): such a group
+        # is counted twice, hence the cap.
+        unjudged = h.get(f"{name}/unjudged_groups", 0.0) / max(h.get(f"{name}/groups", 1.0), 1.0)
+        return min(1.0, h["frac_reward_zero_std"] + unjudged)
 
     return {
         "curve": curve.points,
