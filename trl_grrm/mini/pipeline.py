@@ -423,7 +423,7 @@ def _policy_candidates(policy: str, sources: Sequence[str], config: MiniReproCon
         AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy), sources,
         config.judge_data_temperature, config.policy_candidates_per_group, seed=seed,
     )  # fmt: skip
-    return [[t for t in texts if t and berun_text(t) is not None] for texts in sampled]
+    return [[t for t in texts if berun_text(t) is not None] for texts in sampled]
 
 
 def _groups_dataset(sources: Sequence[str], sampled: Sequence[list[str]], sizes: Sequence[int], config, seed: int):
