@@ -82,6 +82,18 @@ def test_judge_rewards_check_the_language_before_asking_the_judge():
     assert pipeline._stage_key(config, "grpo_oracle") == pipeline._stage_key(MiniReproConfig(), "grpo_oracle")
 
 
+def test_policy_candidates_keep_only_berun_samples_and_skip_empty_completions(tmp_path, monkeypatch):
+    """An empty completion extracts to None (CI's tiny policy wrote one on a CPU unlike ours): it is dropped with the
+    garbage, not passed to the language check as text."""
+    from trl_grrm.mini.models import build_mini_model
+
+    policy = str(build_mini_model(tmp_path / "policy", size="xs"))
+    sampled = [["talu velomi", None, "talu qq", "talu"], [None, None]]
+    monkeypatch.setattr(pipeline, "generate_translations", lambda *args, **kwargs: sampled)
+    candidates = pipeline._policy_candidates(policy, ["ka mab", "ka soru"], MiniReproConfig(), seed=0)
+    assert candidates == [["talu velomi", "talu"], []]
+
+
 def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkeypatch):
     from trl_grrm.mini.judge_data import build_ranking_dataset
     from trl_grrm.mini.models import build_mini_model
@@ -204,8 +216,9 @@ def test_stages_run_side_by_side_in_worker_processes(tmp_path):
     assert set(again["stage_seconds"].values()) == {0.0}  # all cached
 
     broken = dataclasses.replace(config, output_dir=str(tmp_path / "broken"), model_size="huge")
-    with pytest.raises(RuntimeError, match=r"policy_sft \(exit code 1\)"):
-        run_pipeline(broken, stages=["grpo_oracle"], progress=False)
+    with pytest.raises(RuntimeError, match=r"policy_sft \(exit code 1: ValueError: unknown model size 'huge'"):
+        run_pipeline(broken, stages=["grpo_oracle"], progress=False)  # the worker's error, named in the parent
+    assert "Traceback" in (tmp_path / "broken" / "policy_sft" / "worker_error.txt").read_text()
     assert not (tmp_path / "broken" / "grpo_oracle").exists()  # nothing launched after the failure
 
 

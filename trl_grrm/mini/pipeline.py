@@ -805,9 +805,24 @@ def _is_cached(config: MiniReproConfig, stage: str) -> bool:
     return record.exists() and json.loads(record.read_text()).get("key") == _stage_key(config, stage)
 
 
+def _worker_error_file(config: MiniReproConfig, stage: str) -> Path:
+    return Path(config.output_dir) / stage / "worker_error.txt"
+
+
 def _run_stage_in_worker(config: MiniReproConfig, stage: str) -> None:
+    """Runs ``stage`` in this (spawned) process; its traceback also goes to :func:`_worker_error_file`, for the parent
+    to name the error even when the worker's stderr is captured or cut."""
+    import traceback
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_pipeline(dataclasses.replace(config, workers=1), stages=[stage], progress=False)
+    error_file = _worker_error_file(config, stage)
+    error_file.unlink(missing_ok=True)
+    try:
+        run_pipeline(dataclasses.replace(config, workers=1), stages=[stage], progress=False)
+    except BaseException:
+        error_file.parent.mkdir(parents=True, exist_ok=True)
+        error_file.write_text(traceback.format_exc())
+        raise
 
 
 def _run_side_by_side(config: MiniReproConfig, to_run: Sequence[str], bar: Any) -> dict[str, float]:
@@ -843,10 +858,12 @@ def _run_side_by_side(config: MiniReproConfig, to_run: Sequence[str], bar: Any) 
                 seconds[stage] = time.time() - started
                 bar.update(1)
             else:
-                failed.append(f"{stage} (exit code {process.exitcode})")
+                error_file = _worker_error_file(config, stage)
+                error = error_file.read_text().strip().splitlines()[-1] if error_file.exists() else "no traceback"
+                failed.append(f"{stage} (exit code {process.exitcode}: {error}; traceback in {error_file})")
     if failed:
-        raise RuntimeError(f"stage(s) failed in their worker process: {', '.join(failed)}; the error is in the log "
-                           "above. Finished stages are cached: fix the cause and rerun.")  # fmt: skip
+        raise RuntimeError(f"stage(s) failed in their worker process: {', '.join(failed)}. Finished stages are "
+                           "cached: fix the cause and rerun.")  # fmt: skip
     return seconds
 
 

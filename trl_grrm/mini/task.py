@@ -97,17 +97,20 @@ TARGET_WORDS: list[str] = [word for forms in TARGET_FORMS_BY_CLASS.values() for 
 _TARGET_WORD_SET = frozenset(TARGET_WORDS)
 
 
-def berun_text(text: str) -> str | None:
-    """``text`` stripped, when it is one line of Berun words; else ``None``.
+def berun_text(text: str | None) -> str | None:
+    """``text`` stripped, when it is one line of Berun words; else ``None`` (also for ``None``, what an extractor
+    returns for an empty completion).
 
     The miniature's language check, the part a language-ID filter plays in real MT reward pipelines: used as the
     judge reward's translation extractor, it gives byte-level garbage the invalid-completion reward without asking the
     judge, which never saw such text in training and may score it at random.
 
     Example:
-        >>> berun_text(" talu velomi "), berun_text("talu velomi qq"), berun_text("talu\\nvelomi")
-        ('talu velomi', None, None)
+        >>> berun_text(" talu velomi "), berun_text("talu velomi qq"), berun_text("talu\\nvelomi"), berun_text(None)
+        ('talu velomi', None, None, None)
     """
+    if text is None:
+        return None
     stripped = text.strip()
     if not stripped or "\n" in stripped or not set(stripped.split()) <= _TARGET_WORD_SET:
         return None
