@@ -487,7 +487,8 @@ def _sft_judge(
         learning_rate=config.judge_learning_rate, lr_scheduler_type=config.judge_lr_scheduler, warmup_steps=20,
         max_length=384, **_trainer_common(config, stage_dir),
     )  # fmt: skip
-    trainer = SFTTrainer(model=init, args=args, train_dataset=rows, processing_class=AutoTokenizer.from_pretrained(init))
+    tokenizer = AutoTokenizer.from_pretrained(init)
+    trainer = SFTTrainer(model=init, args=args, train_dataset=rows, processing_class=tokenizer)
     trainer.train()
     return str(_save(trainer, stage_dir / "model"))
 
@@ -596,7 +597,10 @@ def judge_reward(judge_model: str, style: str, backend: str, num_generations: in
     from ..rewards import GroupRelativeRewardFunction
     from .models import MT_PROMPT_STYLE
 
-    engine = dict(dtype="float32", max_model_len=512, enforce_eager=True) if backend == "vllm" else dict(batch_size=64, device="cpu")
+    if backend == "vllm":
+        engine: dict[str, Any] = dict(dtype="float32", max_model_len=512, enforce_eager=True)
+    else:
+        engine = dict(batch_size=64, device="cpu")
     return GroupRelativeRewardFunction(
         judge=dict(model=judge_model, backend=backend, max_tokens=200, max_parse_retries=1, **engine),
         judge_style=style, num_generations=num_generations, score_scale=0.1, invalid_completion_reward=0.0,

@@ -1,0 +1,93 @@
+"""How well does a miniature judge score the policy's own samples, as GSPO asks it to? (diagnostic for issue 9)
+
+Samples ``--samples`` translations of ``--prompts`` unseen sources from the policy (temperature 0.7, as in GSPO),
+scores each group through the pipeline's judge reward (:func:`trl_grrm.mini.pipeline.judge_reward`: in-process vLLM,
+language check, groups of 16 judged in subgroups of 4) and compares the rewards, on the 0-10 scale, with the oracle's
+scores of the distinct Berun candidates: the pairwise accuracy on the pairs the oracle separates, the mean signed
+difference, the share the judge over- or under-rates by 2 points or more, and the mean difference per oracle score. A
+judge that ranks well but overrates the worst candidates teaches the policy those candidates' mistakes.
+
+    .venv/bin/python benchmarks/mini_judge_on_policy.py                      # the shipped policy and judge
+    .venv/bin/python benchmarks/mini_judge_on_policy.py --judge outputs/mini-repro/sqm_sft/model --style sqm
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from collections import defaultdict
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_grrm.mini.assets import materialize_assets
+    from trl_grrm.mini.pipeline import (
+        SOURCE_LANGUAGE, TARGET_LANGUAGE, generate_translations, judge_reward, mt_messages, sample_sources, translate,
+    )  # fmt: skip
+    from trl_grrm.mini.task import berun_text, oracle_score
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", help="policy model directory (default: the shipped policy)")
+    parser.add_argument("--judge", help="judge model directory (default: the shipped GQM judge)")
+    parser.add_argument("--style", default="gqm", choices=["gqm", "sqm"])
+    parser.add_argument("--prompts", type=int, default=48)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=777, help="seed of the sources (unseen by the pipeline's stages)")
+    args = parser.parse_args()
+    if args.policy is None or args.judge is None:
+        shipped = materialize_assets()  # the demo's cache
+        args.policy, args.judge = args.policy or str(shipped["policy"]), args.judge or str(shipped["judge"])
+
+    sources = sample_sources(args.prompts, args.seed)
+    samples = generate_translations(AutoModelForCausalLM.from_pretrained(args.policy),
+                                    AutoTokenizer.from_pretrained(args.policy), sources, 0.7, args.samples, seed=3)
+    rows = [(source, text or "") for source, texts in zip(sources, samples) for text in texts]
+    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check=True)
+    try:
+        rewards = reward(
+            prompts=[mt_messages(source) for source, _ in rows],
+            completions=[[{"role": "assistant", "content": text}] for _, text in rows],
+            src_text=[source for source, _ in rows], src_lang=[SOURCE_LANGUAGE] * len(rows),
+            trg_lang=[TARGET_LANGUAGE] * len(rows),
+        )  # fmt: skip
+    finally:
+        reward.engine.close()
+
+    agree = separated = 0
+    differences: list[float] = []
+    by_oracle: dict[int, list[float]] = defaultdict(list)
+    for group in range(args.prompts):
+        reference = translate(sources[group])
+        scored: dict[str, tuple[float, int]] = {}  # distinct Berun candidate -> (judged, oracle), 0-10
+        for index in range(group * args.samples, (group + 1) * args.samples):
+            text, value = rows[index][1], rewards[index]
+            if berun_text(text) is not None and value is not None and value == value:  # NaN: the group was unjudged
+                scored[text] = (10 * value, oracle_score(text, reference))
+        for (judged_a, oracle_a), (judged_b, oracle_b) in itertools.combinations(scored.values(), 2):
+            if oracle_a != oracle_b:
+                separated += 1
+                agree += (judged_a - judged_b) * (oracle_a - oracle_b) > 0
+        for judged, oracle in scored.values():
+            differences.append(judged - oracle)
+            by_oracle[oracle].append(judged - oracle)
+    count = max(len(differences), 1)
+    print(json.dumps({
+        "judge": args.judge, "style": args.style, "distinct_candidates": len(differences),
+        "pairwise_accuracy": round(agree / max(separated, 1), 3), "separated_pairs": separated,
+        "mean_judged_minus_oracle": round(sum(differences) / count, 2),
+        "overrated_by_2_or_more": round(sum(d >= 2 for d in differences) / count, 3),
+        "underrated_by_2_or_more": round(sum(d <= -2 for d in differences) / count, 3),
+        "mean_difference_by_oracle_score": {k: round(sum(v) / len(v), 2) for k, v in sorted(by_oracle.items())},
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
