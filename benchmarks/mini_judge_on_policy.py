@@ -16,7 +16,6 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 from collections import defaultdict
@@ -33,6 +32,7 @@ def main() -> None:
         SOURCE_LANGUAGE, TARGET_LANGUAGE, generate_translations, judge_reward, mt_messages, sample_sources, translate,
     )  # fmt: skip
     from trl_grrm.mini.task import berun_text, oracle_score
+    from trl_grrm.ranking import pairwise_relations
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", help="policy model directory (default: the shipped policy)")
@@ -71,10 +71,11 @@ def main() -> None:
             text, value = rows[index][1], rewards[index]
             if berun_text(text) is not None and value is not None and value == value:  # NaN: the group was unjudged
                 scored[text] = (10 * value, oracle_score(text, reference))
-        for (judged_a, oracle_a), (judged_b, oracle_b) in itertools.combinations(scored.values(), 2):
-            if oracle_a != oracle_b:
+        judged_relations = pairwise_relations({text: judged for text, (judged, _) in scored.items()})
+        for pair, relation in pairwise_relations({text: oracle for text, (_, oracle) in scored.items()}).items():
+            if relation:  # a judged tie counts as wrong
                 separated += 1
-                agree += (judged_a - judged_b) * (oracle_a - oracle_b) > 0
+                agree += judged_relations[pair] == relation
         for judged, oracle in scored.values():
             differences.append(judged - oracle)
             by_oracle[oracle].append(judged - oracle)
