@@ -248,8 +248,11 @@ def test_reduced_pipeline_runs_every_stage_and_resumes(tmp_path):
     processes (as on 2 cores): the stages connect, the SFT policy learned to translate from a random start, every
     GSPO run is measured on its schedule, the report is written, and a second run finds every stage cached.
 
-    It does not assert that RLVR beats the SFT judge or that GSPO with the tiny judge raises the policy's score:
-    at this scale neither holds (see docs/miniature.md for the measured numbers)."""
+    GSPO with the oracle reward must raise the policy's held-out score. The test does not assert that RLVR beats the
+    SFT judge or that GSPO with these judges raises the policy's score: at this scale the judges have not yet learned
+    the answer format (measured: parse failures 1.00 for all three, so their GSPO runs see no signal;
+    docs/miniature.md, "What CI checks"). GSPO with a trained judge raising the score is asserted with the shipped
+    judge, in tests/test_mt_recipes.py::test_embedded_default_accelerate_launch_learns."""
     config = MiniReproConfig.preset("ci", output_dir=str(tmp_path / "mini"), workers=2)
     results = run_pipeline(config, progress=False)
     assert results["policy_start"] > 2.0  # a random policy scores 0; 60 SFT steps reach about 5 of 10
@@ -262,6 +265,8 @@ def test_reduced_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert curve[0]["oracle_score"] == pytest.approx(results["policy_start"])  # same start for every reward
         assert 0.0 <= results["grpo"][reward]["zero_variance_fraction"] <= 1.0
     assert json.loads((out / "results.json").read_text())["grpo"] == results["grpo"]
+    # GSPO itself learns at this scale with a perfect reward (measured: 5.04 -> 5.48 in 20 steps)
+    assert results["grpo"]["oracle"]["final_oracle_score"] > results["policy_start"]
     for plot in ("judge_accuracy.png", "zero_variance.png", "policy_score.png"):
         assert (out / plot).stat().st_size > 1000
     assert "GQM after RLVR" in (out / "results.md").read_text()

@@ -123,23 +123,38 @@ def test_trl_grrm_grpo_mt_with_a_yaml_judge_block(tmp_path, cache_dir):
     assert all(len(record["attempts"]) <= 1 for record in audit)  # max_parse_retries 0: never re-asked
 
 
-def test_embedded_default_accelerate_launch(tmp_path, cache_dir):
-    # The README's first command (shortened): nothing named, so the shipped miniature policy trains against the
-    # shipped tiny GRRM judge served by in-process vLLM, and the held-out oracle score is measured before and after.
-    output = run(["accelerate", "launch", str(RECIPE), "--max_steps", "4"], cwd=tmp_path, cache_dir=cache_dir)
+def heldout_curve(output_dir: Path) -> list[dict]:
+    return json.loads((output_dir / "heldout_oracle_score.json").read_text(encoding="utf-8"))
+
+
+def test_embedded_default_accelerate_launch_learns(tmp_path, cache_dir):
+    # The README's first command (20 of its 60 steps): nothing named, so the shipped miniature policy trains against
+    # the shipped tiny GRRM judge (trained by reproduce-mini) served by in-process vLLM, and the held-out oracle score
+    # is measured before and after. A learning regression test: GSPO with the trained judge must raise that score,
+    # on average over two trainer seeds. Measured here after 20 steps, seeds 0-4: +0.20, +0.05, +0.17, +0.09, +0.09
+    # (from 4.87). Two seeds, because on another CPU vLLM and torch pick other kernels, the run samples other
+    # completions, and one run may land at the low end.
+    output = run(["accelerate", "launch", str(RECIPE), "--max_steps", "20"], cwd=tmp_path, cache_dir=cache_dir)
     assert "STAND-IN" not in output and "embedded default: the miniature policy" in output
     output_dir = tmp_path / "outputs" / "grpo-mt-mini"
-    logs, audit = check_run(output, output_dir, steps=4, score_scale=0.1)  # judge_preset default
+    logs, audit = check_run(output, output_dir, steps=20, score_scale=0.1)  # judge_preset default
     check_judged_by_engine(audit)
     check_judge_rewards_vary(output_dir, audit)  # a trained judge: its answers parse and separate candidates
     card = (output_dir / "README.md").read_text(encoding="utf-8")
     assert "Reward: GRRM judge" in card and '"extractor": "trl_grrm.mini.task:berun_text"' in card  # language check
-    points = json.loads((output_dir / "heldout_oracle_score.json").read_text(encoding="utf-8"))
-    assert [p["step"] for p in points] == [0, 4]
-    assert all(0.0 <= p["oracle_score"] <= 10.0 for p in points)
+    points = heldout_curve(output_dir)
+    assert [p["step"] for p in points] == [0, 20]
     assert (output_dir / "heldout_oracle_score.png").stat().st_size > 0
     before, after = points[0]["oracle_score"], points[-1]["oracle_score"]
-    assert f"{before:.2f} before -> {after:.2f} after 4 steps" in output
+    assert f"{before:.2f} before -> {after:.2f} after 20 steps" in output
+
+    other = tmp_path / "seed1"
+    run(["accelerate", "launch", str(RECIPE), "--max_steps", "20", "--seed", "1", "--output_dir", str(other)],
+        cwd=tmp_path, cache_dir=cache_dir)
+    points_seed1 = heldout_curve(other)
+    assert points_seed1[0]["oracle_score"] == pytest.approx(before)  # the same policy and held-out sentences
+    gains = [after - before, points_seed1[-1]["oracle_score"] - before]
+    assert sum(gains) / 2 > 0.0, f"GSPO with the shipped judge lowered the held-out oracle score: gains {gains}"
 
 
 # -- 2 processes, DeepSpeed ZeRO-3 on CPU --------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from .task import SOURCE_LANGUAGE, TARGET_LANGUAGE, translate
 
 #: Trainer settings of the embedded default: those of the stand-in default, with the pipeline's GSPO settings (8
 #: prompts x 16 short translations per step, on-policy, temperature 0.7, no KL term; with 4 samples even the oracle
-#: reward barely moves this policy, and at temperature 1 it writes byte-level garbage now and then), 60 steps, learning
-#: rate 2e-5 (at 1e-4 GSPO lowered this policy even with the oracle reward, for seed 1 of the pipeline; see
-#: docs/miniature.md), and no gradient checkpointing (TRL's default, which for a 1M-parameter policy only costs time).
+#: reward barely moves this policy, and at temperature 1 it writes byte-level garbage now and then, learning rate 2e-5:
+#: at 1e-4 GSPO lowered this policy even with the oracle reward, for seed 1; see docs/miniature.md), 60 steps, and no
+#: gradient checkpointing (TRL's default, which for a 1M-parameter policy only costs time).
 DEMO_TRAINING_DEFAULTS: dict[str, Any] = {
     **EMBEDDED_TRAINING_DEFAULTS,
     "output_dir": "outputs/grpo-mt-mini",

@@ -148,7 +148,10 @@ class MiniReproConfig:
     grpo_steps: int = field(default=100, metadata={"help": "GSPO steps of each policy run."})
     grpo_prompts_per_step: int = field(default=8, metadata={"help": "Prompts per GSPO step."})
     grpo_generations: int = field(default=16, metadata={"help": "Completions per prompt (the group the judge ranks)."})
-    grpo_learning_rate: float = field(default=1e-4, metadata={"help": "GSPO learning rate."})
+    grpo_learning_rate: float = field(
+        default=2e-5,
+        metadata={"help": "GSPO learning rate (at 1e-4 this policy fell even with the oracle reward, for seed 1)."},
+    )
     grpo_temperature: float = field(
         default=0.7,
         metadata={"help": "GSPO sampling temperature (at 1.0 the tiny policy writes byte-level garbage now and then)."},
