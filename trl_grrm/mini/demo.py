@@ -18,23 +18,25 @@ from typing import Any
 
 from ..embedded import EMBEDDED_TRAINING_DEFAULTS
 from .assets import materialize_assets
+from .pipeline import MiniReproConfig, policy_curve_callback, sample_sources
 from .task import SOURCE_LANGUAGE, TARGET_LANGUAGE, translate
 
-#: Trainer settings of the embedded default: those of the stand-in default, with the pipeline's GSPO settings (8
-#: prompts x 16 short translations per step, on-policy, temperature 0.7, no KL term; with 4 samples even the oracle
-#: reward barely moves this policy, and at temperature 1 it writes byte-level garbage now and then, learning rate 2e-5:
-#: at 1e-4 GSPO lowered this policy even with the oracle reward, for seed 1; see docs/miniature.md), 60 steps, and no
-#: gradient checkpointing (TRL's default, which for a 1M-parameter policy only costs time).
+_PIPELINE = MiniReproConfig()
+
+#: Trainer settings of the embedded default: those of the stand-in default, with the pipeline's GSPO settings, read
+#: from its defaults so the two cannot drift apart (8 prompts x 16 short translations per step, on-policy, temperature
+#: 0.7, learning rate 2e-5, no KL term; docs/miniature.md says why each), 60 steps, and no gradient checkpointing
+#: (TRL's default, which for a 1M-parameter policy only costs time).
 DEMO_TRAINING_DEFAULTS: dict[str, Any] = {
     **EMBEDDED_TRAINING_DEFAULTS,
     "output_dir": "outputs/grpo-mt-mini",
     "max_steps": 60,
-    "learning_rate": 2e-5,
-    "num_generations": 16,
-    "per_device_train_batch_size": 128,
+    "learning_rate": _PIPELINE.grpo_learning_rate,
+    "num_generations": _PIPELINE.grpo_generations,
+    "per_device_train_batch_size": _PIPELINE.grpo_prompts_per_step * _PIPELINE.grpo_generations,
     "steps_per_generation": 1,
     "max_completion_length": 24,
-    "temperature": 0.7,
+    "temperature": _PIPELINE.grpo_temperature,
     "beta": 0.0,
     "gradient_checkpointing": False,
 }
@@ -47,7 +49,6 @@ DEMO_MARKER = "MINI_DEMO.json"
 def demo_arguments(cache_dir: str | Path | None = None) -> list[str]:
     """Command-line options that point ``grpo-mt`` at the miniature policy, judge and data (built once, cached)."""
     from .models import MT_PROMPT_STYLE
-    from .pipeline import sample_sources
 
     paths = materialize_assets(cache_dir)
     root = paths["policy"].parent
@@ -79,8 +80,6 @@ def is_demo_policy(path: str | None) -> bool:
 def heldout_curve_callback(tokenizer: Any, every: int = 20):
     """A ``TrainerCallback`` measuring the policy's held-out oracle score at the start, every ``every`` steps and at
     the end; :func:`report_curve` prints and plots what it measured."""
-    from .pipeline import policy_curve_callback, sample_sources
-
     return policy_curve_callback(tokenizer, sample_sources(DEMO_HELDOUT_SOURCES, _HELDOUT_SEED), every)
 
 
