@@ -5,7 +5,9 @@ scores each group through the pipeline's judge reward (:func:`trl_grrm.mini.pipe
 language check, groups of 16 judged in subgroups of 4) and compares the rewards, on the 0-10 scale, with the oracle's
 scores of the distinct Berun candidates: the pairwise accuracy on the pairs the oracle separates, the mean signed
 difference, the share the judge over- or under-rates by 2 points or more, and the mean difference per oracle score. A
-judge that ranks well but overrates the worst candidates teaches the policy those candidates' mistakes.
+judge that ranks well but overrates the worst candidates teaches the policy those candidates' mistakes. Also the share
+of groups the judge leaves without signal (rewards all equal, or unscored) beside the oracle's share on the same
+groups: with ``--samples 4`` the zero-variance comparison of GSPO runs, on identical groups.
 
     .venv/bin/python benchmarks/mini_judge_on_policy.py                      # the shipped policy and judge
     .venv/bin/python benchmarks/mini_judge_on_policy.py --judge outputs/mini-repro/sqm_sft/model --style sqm
@@ -29,7 +31,8 @@ def main() -> None:
 
     from trl_grrm.mini.assets import materialize_assets
     from trl_grrm.mini.pipeline import (
-        SOURCE_LANGUAGE, TARGET_LANGUAGE, generate_translations, judge_reward, mt_messages, sample_sources, translate,
+        SOURCE_LANGUAGE, TARGET_LANGUAGE, generate_translations, judge_reward, mt_messages, oracle_reward,
+        sample_sources, translate,
     )  # fmt: skip
     from trl_grrm.mini.task import berun_text, oracle_score
     from trl_grrm.ranking import pairwise_relations
@@ -51,10 +54,11 @@ def main() -> None:
                                     AutoTokenizer.from_pretrained(args.policy), sources, 0.7, args.samples, seed=3)
     rows = [(source, text or "") for source, texts in zip(sources, samples) for text in texts]
     reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check=True)
+    completions = [[{"role": "assistant", "content": text}] for _, text in rows]
+    oracle_rewards = oracle_reward(completions, [source for source, _ in rows])
     try:
         rewards = reward(
-            prompts=[mt_messages(source) for source, _ in rows],
-            completions=[[{"role": "assistant", "content": text}] for _, text in rows],
+            prompts=[mt_messages(source) for source, _ in rows], completions=completions,
             src_text=[source for source, _ in rows], src_lang=[SOURCE_LANGUAGE] * len(rows),
             trg_lang=[TARGET_LANGUAGE] * len(rows),
         )  # fmt: skip
@@ -62,12 +66,22 @@ def main() -> None:
         reward.engine.close()
 
     agree = separated = 0
+    # Groups whose rewards are all equal (or that the judge left unscored), by who leaves them so: a judge may give
+    # signal where the oracle has none (splitting equally good candidates) and take it where the oracle has some.
+    no_signal = {"both": 0, "judge only": 0, "oracle only": 0}
     differences: list[float] = []
     by_oracle: dict[int, list[float]] = defaultdict(list)
     for group in range(args.prompts):
         reference = translate(sources[group])
+        indices = range(group * args.samples, (group + 1) * args.samples)
+        judged_group = [rewards[i] for i in indices]
+        unscored = any(value is None or value != value for value in judged_group)
+        judge_flat = unscored or len(set(judged_group)) == 1
+        oracle_flat = len({oracle_rewards[i] for i in indices}) == 1
+        if judge_flat or oracle_flat:
+            no_signal["both" if judge_flat and oracle_flat else "judge only" if judge_flat else "oracle only"] += 1
         scored: dict[str, tuple[float, int]] = {}  # distinct Berun candidate -> (judged, oracle), 0-10
-        for index in range(group * args.samples, (group + 1) * args.samples):
+        for index in indices:
             text, value = rows[index][1], rewards[index]
             if berun_text(text) is not None and value is not None and value == value:  # NaN: the group was unjudged
                 scored[text] = (10 * value, oracle_score(text, reference))
@@ -87,6 +101,9 @@ def main() -> None:
         "overrated_by_2_or_more": round(sum(d >= 2 for d in differences) / count, 3),
         "underrated_by_2_or_more": round(sum(d <= -2 for d in differences) / count, 3),
         "mean_difference_by_oracle_score": {k: round(sum(v) / len(v), 2) for k, v in sorted(by_oracle.items())},
+        "groups_without_signal": round((no_signal["both"] + no_signal["judge only"]) / args.prompts, 3),
+        "groups_without_signal_oracle": round((no_signal["both"] + no_signal["oracle only"]) / args.prompts, 3),
+        "groups_without_signal_by": {k: round(v / args.prompts, 3) for k, v in no_signal.items()},
     }))  # fmt: skip
 
 
