@@ -32,9 +32,9 @@ def main() -> None:
     from trl_grrm.mini.assets import materialize_assets
     from trl_grrm.mini.pipeline import (
         SOURCE_LANGUAGE, TARGET_LANGUAGE, generate_translations, judge_reward, mt_messages, oracle_reward,
-        sample_sources, translate,
+        sample_sources,
     )  # fmt: skip
-    from trl_grrm.mini.task import berun_text, oracle_score
+    from trl_grrm.mini.task import berun_text
     from trl_grrm.ranking import pairwise_relations
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,7 +72,6 @@ def main() -> None:
     differences: list[float] = []
     by_oracle: dict[int, list[float]] = defaultdict(list)
     for group in range(args.prompts):
-        reference = translate(sources[group])
         indices = range(group * args.samples, (group + 1) * args.samples)
         judged_group = [rewards[i] for i in indices]
         unscored = any(value is None or value != value for value in judged_group)
@@ -84,7 +83,7 @@ def main() -> None:
         for index in indices:
             text, value = rows[index][1], rewards[index]
             if berun_text(text) is not None and value is not None and value == value:  # NaN: the group was unjudged
-                scored[text] = (10 * value, oracle_score(text, reference))
+                scored[text] = (10 * value, round(10 * oracle_rewards[index]))
         judged_relations = pairwise_relations({text: judged for text, (judged, _) in scored.items()})
         for pair, relation in pairwise_relations({text: oracle for text, (_, oracle) in scored.items()}).items():
             if relation:  # a judged tie counts as wrong
