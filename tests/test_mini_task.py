@@ -10,7 +10,9 @@ from trl_grrm.data.judge_builders import build_judge_sft_dataset
 from trl_grrm.formats.gqm import parse_gqm_output
 from trl_grrm.formats.sqm import parse_sqm_output
 from trl_grrm.mini.judge_data import (
+    Teacher,
     add_tally,
+    as_taught,
     build_ranking_dataset,
     build_reading_dataset,
     build_sqm_sft_dataset,
@@ -24,6 +26,8 @@ from trl_grrm.mini.task import (
     TARGET_WORDS,
     GrammarSettings,
     align,
+    errors_to_score,
+    is_number_error,
     oracle_errors,
     oracle_score,
     perturb,
@@ -240,3 +244,46 @@ def test_walk_analysis_reads_both_texts_in_order():
     )
     assert describe_candidate("dranen talu seka", "talu dranen seka", "walk") == "talu dranen wrong order seka; 1 error"
     assert describe_candidate("talu dranen seka", "talu dranen seka", "walk") == "talu dranen seka; no errors"
+
+
+@pytest.mark.parametrize("blind_spot", ["missing", "number"])
+def test_a_blind_teacher_overlooks_only_its_blind_spot_at_its_rate_and_always_alike(blind_spot):
+    in_blind_spot = {"missing": lambda step: step.kind == "missing", "number": is_number_error}[blind_spot]
+    teacher = Teacher(overlook=0.7, blind_spot=blind_spot)
+    rng = random.Random(11)
+    in_spot = overlooked = 0
+    for _ in range(600):
+        reference = translate(sample_source(rng))
+        candidate = perturb(reference, rng.randint(0, 4), rng)
+        seen, path = teacher.path(candidate, reference), align(candidate, reference, with_matches=True)
+        assert len(seen) == len(path)
+        for step, truth in zip(seen, path):
+            if step != truth:  # an overlooked error reads as the reference's own word
+                assert in_blind_spot(truth) and step.kind == "same" and step.candidate == truth.reference
+        in_spot += sum(map(in_blind_spot, path))
+        overlooked += sum(step != truth for step, truth in zip(seen, path))
+        assert teacher.errors(candidate, reference) == sum(step.kind != "same" for step in seen)
+        assert teacher.path(candidate, reference) == seen  # one candidate, one analysis
+        assert Teacher().path(candidate, reference) == path
+        count = describe_candidate(candidate, reference, "count", teacher)
+        assert describe_candidate(candidate, reference, "walk", teacher).endswith(f"; {count}")
+    assert in_spot > 100 and 0.6 < overlooked / in_spot < 0.8
+
+
+def test_blind_teacher_labels_sft_data_while_the_oracle_scores_stay_for_rlvr():
+    teacher = Teacher(overlook=1.0)
+    ranking = build_ranking_dataset(40, seed=3, max_errors=2)
+    taught = as_taught(ranking, teacher)
+    assert taught["mt_texts"] == ranking["mt_texts"]
+    references = [translate(source) for source in ranking["src_text"]]
+    expected = [[errors_to_score(teacher.errors(text, reference)) for text in texts]
+                for texts, reference in zip(ranking["mt_texts"], references)]  # fmt: skip
+    assert taught["scores"] == expected != ranking["scores"]  # some candidates miss a word
+    sqm = build_sqm_sft_dataset(taught, "walk", teacher)
+    assert [parse_sqm_output(row["messages"][1]["content"]) for row in sqm] == [s for g in expected for s in g]
+    assert not any(" missing " in row["messages"][1]["content"] for row in sqm)
+    assert as_taught(ranking, Teacher()) is ranking
+    with pytest.raises(ValueError, match="overlook"):
+        Teacher(overlook=1.5)
+    with pytest.raises(ValueError, match="blind spot"):
+        Teacher(overlook=0.5, blind_spot="order")

@@ -10,7 +10,7 @@ Example:
     True
 """
 
-from .judge_data import build_ranking_dataset, build_sqm_sft_dataset, group_analysis
+from .judge_data import Teacher, as_taught, build_ranking_dataset, build_sqm_sft_dataset, group_analysis
 from .models import MODEL_SIZES, build_mini_model, build_mini_tokenizer
 from .task import (
     SOURCE_LANGUAGE,
@@ -28,6 +28,8 @@ __all__ = [
     "SOURCE_LANGUAGE",
     "TARGET_LANGUAGE",
     "GrammarSettings",
+    "Teacher",
+    "as_taught",
     "build_mini_model",
     "build_mini_tokenizer",
     "build_ranking_dataset",

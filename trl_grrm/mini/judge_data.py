@@ -21,6 +21,10 @@ The analysis is templated. Four styles:
   (:func:`build_reading_dataset`) and long enough training it makes the best GQM judge so far (docs/miniature.md).
 * ``"count"``: only each candidate's error count (the shortest answer).
 
+A :class:`Teacher` writes the analyses: by default one that sees every error, as the oracle does, or one with a
+blind spot (omitted words, or number errors) that overlooks a share of those errors, as the paper's teacher model
+misses some; :func:`as_taught` gives the scores it would write, which judge SFT then imitates.
+
 Any style can end with a *tally* (:func:`add_tally`, ``benchmarks/mini_judge_feasibility.py --tally``): one line
 that lists the candidates under each error count, from none to :data:`~trl_grrm.mini.task.MAX_COUNTED_ERRORS` or
 more (``Tally: no errors D; 1 error B C; 2 errors -; ...``), so that the ranking and the scores after the analysis
@@ -31,7 +35,8 @@ only read it left to right. Measured on the walk judge, it did not pay for its 5
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset
@@ -43,9 +48,11 @@ from .task import (
     MAX_COUNTED_ERRORS,
     SOURCE_LANGUAGE,
     TARGET_LANGUAGE,
+    Edit,
     GrammarSettings,
     align,
     errors_to_score,
+    is_number_error,
     perturb,
     sample_source,
     translate,
@@ -67,8 +74,65 @@ _WALK_STEPS = {
 }
 
 
-def describe_candidate(candidate: str, reference: str, style: str = "compare") -> str:
-    """One candidate's line of analysis against the reference (without its letter).
+BLIND_SPOTS: dict[str, Callable[[Edit], bool]] = {
+    "missing": lambda edit: edit.kind == "missing",
+    "number": is_number_error,
+}
+"""Error kinds a :class:`Teacher` can be blind to: omitted words (a classic blind spot of MT judges) or a noun or
+verb in the other number (:func:`~trl_grrm.mini.task.is_number_error`)."""
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Who writes the judge's SFT analyses and the scores after them. ``Teacher()`` sees every error, as the oracle.
+
+    With ``overlook`` > 0 it has a blind spot, as the paper's teacher model has: it overlooks each error of kind
+    ``blind_spot`` (:data:`BLIND_SPOTS`) with that probability, and walks over it as if the candidate had the
+    reference's word. Whether it overlooks an error depends only on the candidate, the reference and the error's
+    place, so one candidate gets the same analysis in every group and in the SQM data. Judge RLVR, rewarded by the
+    oracle's ranking, can then teach the judge what its teacher missed.
+
+    Example:
+        >>> [step.kind for step in Teacher().path("kwe besk seka", "kwe taluen besk seka")]
+        ['same', 'missing', 'same', 'same']
+        >>> blind = Teacher(overlook=1.0)
+        >>> [step.kind for step in blind.path("kwe besk seka", "kwe taluen besk seka")]
+        ['same', 'same', 'same', 'same']
+        >>> [teacher.errors("kwe besk seko", "kwe taluen besk seka") for teacher in (Teacher(), blind)]
+        [2, 1]
+    """
+
+    overlook: float = 0.0
+    blind_spot: str = "missing"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlook <= 1.0:
+            raise ValueError(f"a teacher's overlook rate must lie in 0-1, got {self.overlook}")
+        if self.blind_spot not in BLIND_SPOTS:
+            raise ValueError(f"unknown blind spot {self.blind_spot!r}; choose one of {sorted(BLIND_SPOTS)}")
+
+    def path(self, candidate: str, reference: str) -> list[Edit]:
+        """The alignment of ``candidate`` with ``reference`` (:func:`~trl_grrm.mini.task.align`, matches included)
+        as this teacher sees it."""
+        path = align(candidate, reference, with_matches=True)
+        if self.overlook == 0.0:
+            return path
+        in_blind_spot = BLIND_SPOTS[self.blind_spot]
+        return [
+            Edit("same", step.reference, step.reference)
+            if in_blind_spot(step) and random.Random(f"{reference}|{candidate}|{place}").random() < self.overlook
+            else step
+            for place, step in enumerate(path)
+        ]
+
+    def errors(self, candidate: str, reference: str) -> int:
+        """The error count this teacher writes: the oracle's when it overlooks nothing."""
+        return sum(step.kind != "same" for step in self.path(candidate, reference))
+
+
+def describe_candidate(candidate: str, reference: str, style: str = "compare", teacher: Teacher = Teacher()) -> str:
+    """One candidate's line of analysis against the reference (without its letter), as ``teacher`` sees it (by
+    default it sees every error).
 
     Example:
         >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko")
@@ -79,15 +143,16 @@ def describe_candidate(candidate: str, reference: str, style: str = "compare") -
         'kwe taluen besk seka | missing ilk; seko written as seka; 2 errors'
         >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko", style="walk")
         'kwe taluen ilk missing besk seko as seka; 2 errors'
+        >>> describe_candidate("kwe taluen besk seka", "kwe taluen ilk besk seko", "walk", Teacher(overlook=1.0))
+        'kwe taluen ilk besk seko as seka; 1 error'
     """
     if style not in ANALYSIS_STYLES:
         raise ValueError(f"unknown analysis style {style!r}; choose one of {list(ANALYSIS_STYLES)}")
+    path = teacher.path(candidate, reference)
+    edits = [step for step in path if step.kind != "same"]
     if style == "walk":
-        path = align(candidate, reference, with_matches=True)
-        errors = sum(step.kind != "same" for step in path)
         walk = " ".join(_WALK_STEPS[s.kind].format(reference=s.reference, candidate=s.candidate) for s in path)
-        return f"{walk}; {_errors_phrase(errors)}"
-    edits = align(candidate, reference)
+        return f"{walk}; {_errors_phrase(len(edits))}"
     if style == "count" or not edits:
         description = _errors_phrase(len(edits))
     else:
@@ -109,8 +174,11 @@ def tally_line(error_counts: Sequence[int]) -> str:
     return "Tally: " + "; ".join(f"{label} {' '.join(ids) or '-'}" for label, ids in zip(labels, buckets))
 
 
-def group_analysis(source: str, candidates: Sequence[str], style: str = "compare") -> str:
-    """The templated analysis of a group (the part of the answer before the ranking and scores).
+def group_analysis(
+    source: str, candidates: Sequence[str], style: str = "compare", teacher: Teacher = Teacher()
+) -> str:
+    """The templated analysis of a group (the part of the answer before the ranking and scores), as ``teacher``
+    sees it.
 
     Example:
         >>> print(group_analysis("ri bero mab tapa ka kiro nalu", ["kwe taluen ilk besk seko", "taluen ilk besk seko"]))
@@ -119,7 +187,8 @@ def group_analysis(source: str, candidates: Sequence[str], style: str = "compare
         B: missing kwe; 1 error
     """
     reference = translate(source)
-    lines = [f"{cid}: {describe_candidate(text, reference, style)}" for cid, text in zip(CANDIDATE_IDS, candidates)]
+    lines = [f"{cid}: {describe_candidate(text, reference, style, teacher)}"
+             for cid, text in zip(CANDIDATE_IDS, candidates)]  # fmt: skip
     if style != "count":
         lines.insert(0, f"My translation: {reference}")
     return "\n".join(lines)
@@ -211,11 +280,12 @@ def add_tally(ranking: Dataset) -> Dataset:
     return ranking.map(lambda row: {"analysis": f"{row['analysis']}\n{tally_line(row['errors'])}"})
 
 
-def build_sqm_sft_dataset(ranking: Dataset, style: str = "compare") -> Dataset:
+def build_sqm_sft_dataset(ranking: Dataset, style: str = "compare", teacher: Teacher = Teacher()) -> Dataset:
     """Pointwise (SQM) judge SFT conversations: one per candidate of every group, same templated analysis.
 
     The analysis is the candidate's own line (with ``"My translation: ..."`` first in the ``compare`` style) and the
-    answer ends with the oracle score alone on the last line (:func:`trl_grrm.formats.sqm.format_sqm_answer`).
+    answer ends with its score alone on the last line (:func:`trl_grrm.formats.sqm.format_sqm_answer`). Pass a
+    teacher with a blind spot together with its labels (:func:`as_taught`).
 
     Example:
         >>> ranking = build_ranking_dataset(1, group_sizes=(2,))
@@ -226,13 +296,30 @@ def build_sqm_sft_dataset(ranking: Dataset, style: str = "compare") -> Dataset:
     for row in ranking:
         reference = translate(row["src_text"])
         for text, score in zip(row["mt_texts"], row["scores"]):
-            analysis = describe_candidate(text, reference, style)
+            analysis = describe_candidate(text, reference, style, teacher)
             if style != "count":
                 analysis = f"My translation: {reference}\n{analysis}"
             prompt = build_sqm_prompt(row["src_text"], text, row["src_lang"], row["trg_lang"])
             answer = format_sqm_answer(analysis, score)
             messages.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
     return Dataset.from_dict({"messages": messages})
+
+
+def as_taught(ranking: Dataset, teacher: Teacher) -> Dataset:
+    """``ranking`` with each candidate's score replaced by the one ``teacher`` writes after its analysis: the labels
+    judge SFT imitates. RLVR and evaluation keep the oracle's.
+
+    Example:
+        >>> ranking = Dataset.from_dict({"src_text": ["ri bero mab tapa ka kiro nalu"],  # kwe taluen ilk besk seko
+        ...     "mt_texts": [["kwe taluen besk seko", "kwe taluen ilk besk seka"]], "scores": [[8, 8]]})
+        >>> as_taught(ranking, Teacher(overlook=1.0))[0]["scores"]
+        [10, 8]
+    """
+    if teacher.overlook == 0.0:
+        return ranking
+    return ranking.map(lambda row: {"scores": [
+        errors_to_score(teacher.errors(text, translate(row["src_text"]))) for text in row["mt_texts"]
+    ]})  # fmt: skip
 
 
 def reading_answer(candidates: Sequence[str], order: Sequence[int]) -> str:

@@ -4,7 +4,10 @@ Stages (each cached under ``output_dir/<stage>/``, skipped when its settings and
 
 1. ``policy_sft``: a tiny Qwen2 policy learns Aklan -> Berun with TRL's ``SFTTrainer``, stopped early on purpose.
 2. ``judge_data``: groups of 2-4 distinct candidates per source, sampled from that policy plus perturbed references,
-   scored by the oracle, each with a templated analysis (:mod:`trl_grrm.mini.judge_data`; ``walk`` by default).
+   scored by the oracle, each with a templated analysis (:mod:`trl_grrm.mini.judge_data`; ``walk`` by default),
+   written by a teacher that sees every error or, with ``teacher_overlook``, has a blind spot
+   (:class:`~trl_grrm.mini.judge_data.Teacher`): the judges' SFT imitates its analyses and scores, while RLVR and the
+   evaluation use the oracle's.
 3. ``judge_sft``: the GQM judge, from a fresh model (``judge_init="scratch"``, the default) or from the policy: reading
    drills, then :func:`~trl_grrm.data.build_judge_sft_dataset` + ``SFTTrainer``.
 4. ``judge_rlvr``: :class:`~trl_grrm.trainers.JudgeRLVRTrainer` with the default ``RankingReward``.
@@ -114,6 +117,17 @@ class MiniReproConfig:
         default="walk",
         metadata={"help": "Templated judge analysis: compare, echo, walk or count (trl_grrm.mini.judge_data)."},
     )
+    teacher_overlook: float = field(
+        default=0.0,
+        metadata={"help": "Share of the errors of kind teacher_blind_spot that the teacher of the judges' SFT analyses "
+                 "and scores overlooks (trl_grrm.mini.judge_data.Teacher); 0: it sees every error, as the oracle. RLVR "
+                 "and the evaluation always use the oracle's scores."},
+    )
+    teacher_blind_spot: str = field(
+        default="missing",
+        metadata={"help": "The errors the teacher overlooks: missing (omitted words) or number (a noun or verb in the "
+                 "other number)."},
+    )
     judge_reading_drills: int = field(
         default=32000,
         metadata={"help": "Reading drills (trl_grrm.mini.judge_data.build_reading_dataset) the GQM judge trains on "
@@ -199,6 +213,7 @@ class MiniReproConfig:
             raise ValueError(f"judge_backend must be 'vllm' or 'transformers', got {self.judge_backend!r}")
         if self.judge_init not in ("policy", "scratch"):
             raise ValueError(f"judge_init must be 'policy' or 'scratch', got {self.judge_init!r}")
+        _teacher(self)  # raises on a bad teacher setting before any stage runs
         if self.judge_reading_drills < 0:
             raise ValueError(f"judge_reading_drills must be >= 0, got {self.judge_reading_drills}")
         if self.workers < 1:
@@ -224,7 +239,8 @@ _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "policy_sft": ("seed", "model_size", "policy_sft_steps", "policy_sft_batch_size", "policy_sft_learning_rate",
                    "policy_sft_agreement_noise", "heldout_sources"),
     "judge_data": ("judge_train_groups", "policy_candidates_per_group", "max_perturbation_errors",
-                   "judge_data_temperature", "analysis_style", "heldout_groups"),
+                   "judge_data_temperature", "analysis_style", "teacher_overlook", "teacher_blind_spot",
+                   "heldout_groups"),
     "judge_sft": ("judge_init", "judge_reading_drills", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate",
                   "judge_lr_scheduler"),
     "judge_rlvr": ("rlvr_steps", "rlvr_prompts_per_step", "rlvr_generations", "rlvr_learning_rate"),
@@ -436,7 +452,7 @@ def _groups_dataset(sources: Sequence[str], sampled: Sequence[list[str]], sizes:
     from .judge_data import group_analysis
     from .task import errors_to_score, oracle_errors, perturb
 
-    rng = random.Random(seed)
+    rng, teacher = random.Random(seed), _teacher(config)
     columns: dict[str, list[Any]] = {k: [] for k in ("src_text", "src_lang", "trg_lang", "mt_texts", "scores",
                                                      "errors", "analysis")}  # fmt: skip
     for source, samples in zip(sources, sampled):
@@ -450,12 +466,18 @@ def _groups_dataset(sources: Sequence[str], sampled: Sequence[list[str]], sizes:
             continue
         rng.shuffle(candidates)
         errors = [oracle_errors(c, reference) for c in candidates]
+        analysis = group_analysis(source, candidates, config.analysis_style, teacher)
         for name, value in (("src_text", source), ("src_lang", SOURCE_LANGUAGE), ("trg_lang", TARGET_LANGUAGE),
                             ("mt_texts", candidates), ("errors", errors),
-                            ("scores", [errors_to_score(e) for e in errors]),
-                            ("analysis", group_analysis(source, candidates, config.analysis_style))):  # fmt: skip
+                            ("scores", [errors_to_score(e) for e in errors]), ("analysis", analysis)):  # fmt: skip
             columns[name].append(value)
     return Dataset.from_dict(columns)
+
+
+def _teacher(config: MiniReproConfig):
+    from .judge_data import Teacher
+
+    return Teacher(config.teacher_overlook, config.teacher_blind_spot)
 
 
 def run_judge_data(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -509,7 +531,7 @@ def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, An
     from datasets import concatenate_datasets, load_from_disk
 
     from ..data.judge_builders import build_judge_sft_dataset
-    from .judge_data import build_reading_dataset
+    from .judge_data import as_taught, build_reading_dataset
 
     train = load_from_disk(inputs["judge_data"]["train"])
     init = _judge_init(config, stage_dir, inputs)
@@ -519,7 +541,8 @@ def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, An
         groups = groups.select(range(config.judge_reading_drills))
         drills = build_reading_dataset(groups, seed=config.seed)
         init = _sft_judge(config, stage_dir / "reading", init, drills, config.judge_batch_size, epochs=1)
-    model = _sft_judge(config, stage_dir, init, build_judge_sft_dataset(train), config.judge_batch_size)
+    conversations = build_judge_sft_dataset(as_taught(train, _teacher(config)))
+    model = _sft_judge(config, stage_dir, init, conversations, config.judge_batch_size)
     return {"model": model}
 
 
@@ -528,10 +551,10 @@ def run_sqm_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]
     of epochs and optimiser steps (the batch holds as many candidates as the GQM judge's batch holds)."""
     from datasets import load_from_disk
 
-    from .judge_data import build_sqm_sft_dataset
+    from .judge_data import as_taught, build_sqm_sft_dataset
 
-    train = load_from_disk(inputs["judge_data"]["train"])
-    conversations = build_sqm_sft_dataset(train, config.analysis_style)
+    train, teacher = load_from_disk(inputs["judge_data"]["train"]), _teacher(config)
+    conversations = build_sqm_sft_dataset(as_taught(train, teacher), config.analysis_style, teacher)
     batch_size = round(config.judge_batch_size * len(conversations) / len(train))
     return {"model": _sft_judge(config, stage_dir, _judge_init(config, stage_dir, inputs), conversations, batch_size)}
 

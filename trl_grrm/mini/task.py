@@ -262,6 +262,22 @@ class Edit:
         return f"{self.reference} in wrong order"
 
 
+_NUMBER_PAIRS = frozenset(
+    [frozenset((noun_form(stem, False), noun_form(stem, True))) for stem in NOUNS.values()]
+    + [frozenset((verb_form(stem, False), verb_form(stem, True))) for stem in VERBS.values()]
+)
+
+
+def is_number_error(edit: Edit) -> bool:
+    """Whether ``edit`` writes a noun or verb in the other number (a missed plural suffix, a verb that does not agree).
+
+    Example:
+        >>> is_number_error(Edit("wrong", "taluen", "talu")), is_number_error(Edit("wrong", "seka", "lona"))
+        (True, False)
+    """
+    return edit.kind == "wrong" and frozenset((edit.reference, edit.candidate)) in _NUMBER_PAIRS
+
+
 def wrong_agreement(reference: str) -> str:
     """``reference`` with its verb in the other number (one substitution error; the idiom, which does not agree, is
     left alone). Used to make SFT data ambiguous on purpose, an error that RL with a good reward should remove.
