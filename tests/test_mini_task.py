@@ -15,6 +15,7 @@ from trl_grrm.mini.judge_data import (
     as_taught,
     build_ranking_dataset,
     build_reading_dataset,
+    blind_spot_pairs,
     build_sqm_sft_dataset,
     describe_candidate,
     group_analysis,
@@ -268,6 +269,26 @@ def test_a_blind_teacher_overlooks_only_its_blind_spot_at_its_rate_and_always_al
         count = describe_candidate(candidate, reference, "count", teacher)
         assert describe_candidate(candidate, reference, "walk", teacher).endswith(f"; {count}")
     assert in_spot > 100 and 0.6 < overlooked / in_spot < 0.8
+
+
+@pytest.mark.parametrize("blind_spot", ["missing", "number"])
+def test_blind_spot_pairs_are_those_whose_order_turns_on_the_blind_spot(blind_spot):
+    in_blind_spot = {"missing": lambda step: step.kind == "missing", "number": is_number_error}[blind_spot]
+
+    def order(a: int, b: int) -> int:
+        return (a > b) - (a < b)
+
+    decided = total = 0
+    for row in build_ranking_dataset(300, seed=5, max_errors=3, group_sizes=(4,)):
+        reference, texts = translate(row["src_text"]), row["mt_texts"]
+        unseen = [errors_to_score(oracle_errors(text, reference)
+                                  - sum(map(in_blind_spot, align(text, reference, with_matches=True))))
+                  for text in texts]  # fmt: skip
+        expected = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))
+                    if order(row["scores"][i], row["scores"][j]) != order(unseen[i], unseen[j])]  # fmt: skip
+        assert blind_spot_pairs(texts, reference, blind_spot) == expected
+        decided, total = decided + len(expected), total + 6
+    assert 0.02 < decided / total < 0.6  # some pairs, not all
 
 
 def test_blind_teacher_labels_sft_data_while_the_oracle_scores_stay_for_rlvr():

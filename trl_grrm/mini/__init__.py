@@ -10,7 +10,14 @@ Example:
     True
 """
 
-from .judge_data import Teacher, as_taught, build_ranking_dataset, build_sqm_sft_dataset, group_analysis
+from .judge_data import (
+    Teacher,
+    as_taught,
+    blind_spot_pairs,
+    build_ranking_dataset,
+    build_sqm_sft_dataset,
+    group_analysis,
+)
 from .models import MODEL_SIZES, build_mini_model, build_mini_tokenizer
 from .task import (
     SOURCE_LANGUAGE,
@@ -30,6 +37,7 @@ __all__ = [
     "GrammarSettings",
     "Teacher",
     "as_taught",
+    "blind_spot_pairs",
     "build_mini_model",
     "build_mini_tokenizer",
     "build_ranking_dataset",

@@ -43,6 +43,7 @@ from datasets import Dataset
 
 from ..formats.gqm import CANDIDATE_IDS, build_gqm_prompt
 from ..formats.sqm import build_sqm_prompt, format_sqm_answer
+from ..ranking import pairwise_relations
 from .task import (
     ERROR_KINDS,
     MAX_COUNTED_ERRORS,
@@ -128,6 +129,21 @@ class Teacher:
     def errors(self, candidate: str, reference: str) -> int:
         """The error count this teacher writes: the oracle's when it overlooks nothing."""
         return sum(step.kind != "same" for step in self.path(candidate, reference))
+
+
+def blind_spot_pairs(candidates: Sequence[str], reference: str, blind_spot: str = "missing") -> list[tuple[int, int]]:
+    """The candidate pairs ``(i, j)``, ``i < j``, that a teacher blind to every error of kind ``blind_spot`` orders
+    differently from the oracle: the pairs where that blind spot decides the ranking.
+
+    Example:
+        >>> blind_spot_pairs(["kwe besk seka", "kwe taluen besk seko", "kwe taluen besk seka"], "kwe taluen besk seka")
+        [(0, 1), (0, 2)]
+    """
+    blind = Teacher(1.0, blind_spot)
+    oracle = [errors_to_score(Teacher().errors(text, reference)) for text in candidates]
+    taught = [errors_to_score(blind.errors(text, reference)) for text in candidates]
+    truth, seen = pairwise_relations(dict(enumerate(oracle))), pairwise_relations(dict(enumerate(taught)))
+    return [pair for pair, relation in truth.items() if seen[pair] != relation]
 
 
 def describe_candidate(candidate: str, reference: str, style: str = "compare", teacher: Teacher = Teacher()) -> str:

@@ -585,13 +585,17 @@ def run_judge_rlvr(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, A
     return {"model": str(_save(trainer, stage_dir / "model")), "history": history}
 
 
-def evaluate_judge(model: str, style: str, test_dir: str) -> dict[str, Any]:
+def evaluate_judge(model: str, style: str, test_dir: str, blind_spot: str = "missing") -> dict[str, Any]:
     """Held-out pairwise ranking accuracy (ties a class of their own) of one judge, greedy, with the package's
-    ``eval-ranking`` machinery; plus the share of judged groups whose scores are all equal."""
+    ``eval-ranking`` machinery; the share of judged groups whose scores are all equal; and the accuracy on the pairs
+    that ``blind_spot`` decides (:func:`~trl_grrm.mini.judge_data.blind_spot_pairs`; an unjudged group's pairs count
+    as wrong), where a judge that learned a blind teacher's labels fails."""
     from datasets import load_from_disk
 
     from ..engines import SamplingSettings, TransformersEngine
     from ..evaluation.ranking import GQMJudge, SQMJudge, groups_from_dataset, judge_groups, summarize
+    from ..ranking import pairwise_relations
+    from .judge_data import blind_spot_pairs
 
     groups = groups_from_dataset(load_from_disk(test_dir))
     engine = TransformersEngine(model, dtype="float32", batch_size=100)
@@ -599,19 +603,26 @@ def evaluate_judge(model: str, style: str, test_dir: str) -> dict[str, Any]:
     evaluations = judge_groups(groups, judge, engine, SamplingSettings(max_tokens=200), max_retries=0)
     metrics = summarize(evaluations, 1)
     judged = [e.scores for e in evaluations if e.scores is not None]
+    decided = []
+    for evaluation in evaluations:
+        truth = pairwise_relations(dict(enumerate(evaluation.group.scores)))
+        given = pairwise_relations(dict(enumerate(evaluation.scores))) if evaluation.scores is not None else {}
+        pairs = blind_spot_pairs(evaluation.group.candidates, translate(evaluation.group.source_text), blind_spot)
+        decided += [given.get(pair) == truth[pair] for pair in pairs]
     return {
         "accuracy": metrics["accuracy"], "parse_failure_rate": metrics["parse_failure_rate"],
         "tie_rate": metrics["tie_rate"], "truth_tie_rate": metrics["truth_tie_rate"],
         "zero_variance_groups": sum(len(set(s)) == 1 for s in judged) / max(len(judged), 1),
+        "blind_spot_accuracy": sum(decided) / len(decided) if decided else None, "blind_spot_pairs": len(decided),
     }  # fmt: skip
 
 
 def run_judge_eval(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
-    test = inputs["judge_data"]["test"]
+    test, blind_spot = inputs["judge_data"]["test"], config.teacher_blind_spot
     return {
-        "gqm_sft": evaluate_judge(inputs["judge_sft"]["model"], "gqm", test),
-        "gqm_rlvr": evaluate_judge(inputs["judge_rlvr"]["model"], "gqm", test),
-        "sqm": evaluate_judge(inputs["sqm_sft"]["model"], "sqm", test),
+        "gqm_sft": evaluate_judge(inputs["judge_sft"]["model"], "gqm", test, blind_spot),
+        "gqm_rlvr": evaluate_judge(inputs["judge_rlvr"]["model"], "gqm", test, blind_spot),
+        "sqm": evaluate_judge(inputs["sqm_sft"]["model"], "sqm", test, blind_spot),
     }
 
 
@@ -790,12 +801,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     judges, runs = results["judges"], results["grpo"]
     lines = [
         f"# Miniature reproduction (seed {results['config']['seed']})", "",
-        "| judge | held-out pairwise accuracy | zero-variance groups | parse failures |", "|---|---|---|---|",
+        f"| judge | held-out pairwise accuracy | on the pairs {results['config']['teacher_blind_spot']} errors decide "
+        "| zero-variance groups | parse failures |", "|---|---|---|---|---|",
     ]  # fmt: skip
     for key, label in (("gqm_sft", "GQM after SFT"), ("gqm_rlvr", "GQM after RLVR"), ("sqm", "SQM (pointwise)")):
         j = judges[key]
-        lines.append(f"| {label} | {fmt(j['accuracy'])} | {fmt(j['zero_variance_groups'])} | "
-                     f"{fmt(j['parse_failure_rate'])} |")  # fmt: skip
+        lines.append(f"| {label} | {fmt(j['accuracy'])} | {fmt(j.get('blind_spot_accuracy'))} | "
+                     f"{fmt(j['zero_variance_groups'])} | {fmt(j['parse_failure_rate'])} |")  # fmt: skip
     lines += [
         "", f"Policy after SFT: held-out oracle score {fmt(results['policy_start'])} / 10.", "",
         "| GSPO reward | final oracle score | relative gain | share of oracle-reward gain | zero-variance groups |",

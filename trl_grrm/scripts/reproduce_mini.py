@@ -12,6 +12,8 @@ Usage:
     trl-grrm reproduce-mini --seed 1 --output_dir outputs/mini-repro-seed1
     trl-grrm reproduce-mini --config my_settings.yaml --stages policy_sft judge_data
     trl-grrm reproduce-mini --export_assets trl_grrm/mini/assets  # refresh the models shipped in the package
+    trl-grrm reproduce-mini --teacher_overlook 0.7 --stages judge_eval --output_dir outputs/mini-repro-blind \\
+        --export_assets trl_grrm/mini/assets --export_models blind_teacher_judge
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class ReproduceMiniArguments:
     export_assets: str | None = field(default=None, metadata={"help": "After the run, copy the SFT policy and the "
                                       "RLVR judge (bfloat16, with checksums) into this folder: what the embedded "
                                       "default of grpo-mt loads."})
+    export_models: list[str] = field(default_factory=lambda: ["policy", "judge"], metadata={
+        "help": "The models --export_assets copies (trl_grrm.mini.assets.MODELS): policy, judge, blind_teacher_judge "
+                "(the GQM judge's SFT checkpoint; from a run with --teacher_overlook 0.7). Others already there stay."})
 
 
 def make_parser(subparsers=None, prog: str | None = None) -> GRRMParser:
@@ -62,7 +67,7 @@ def main(script_args: ReproduceMiniArguments, config: MiniReproConfig) -> dict:
     if script_args.export_assets:
         from trl_grrm.mini.assets import export_assets
 
-        export_assets(config.output_dir, script_args.export_assets)
+        export_assets(config.output_dir, script_args.export_assets, script_args.export_models)
     if "grpo" in results:
         print(open(os.path.join(config.output_dir, "results.md")).read())
     print(f"results in {config.output_dir}")
