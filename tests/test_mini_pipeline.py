@@ -3,9 +3,15 @@ reduced run CI makes, which must show learning (a regression test of learning, n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -343,6 +349,56 @@ def test_judge_rlvr_teaches_the_judge_what_its_teacher_overlooked(tmp_path, requ
     assert before["blind_spot_pairs"] > 300
     assert after["blind_spot_accuracy"] > before["blind_spot_accuracy"] + 0.03
     assert after["accuracy"] > before["accuracy"] - 0.02
+
+
+def test_sigterm_raises_system_exit_in_the_pipeline_unless_the_program_handles_it():
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    with pytest.raises(SystemExit) as stopped, pipeline._sigterm_raises_system_exit():
+        signal.raise_signal(signal.SIGTERM)
+    assert stopped.value.code == 143 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    received = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with pipeline._sigterm_raises_system_exit():
+            signal.raise_signal(signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_stage_workers_and_their_vllm_engines(tmp_path):
+    """``kill``, ``timeout`` and job schedulers send SIGTERM to the command's process alone. Its stage workers and
+    their in-process vLLM engines must stop with it (they used to run on, orphaned) and the finished stages stay
+    cached."""
+    psutil = pytest.importorskip("psutil")
+    output_dir = tmp_path / "mini"
+    command = [sys.executable, "-m", "trl_grrm.cli", "reproduce-mini", "--preset", "ci", "--workers", "2",
+               "--output_dir", str(output_dir)]  # fmt: skip
+    with open(tmp_path / "log.txt", "w") as log:
+        cli = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def engine_started() -> bool:
+        try:
+            return any(child.name() == "VLLM::EngineCore" for child in psutil.Process(cli.pid).children(True))
+        except psutil.NoSuchProcess:  # a child that ended meanwhile, or the command itself (asserted below)
+            return False
+
+    try:
+        deadline = time.time() + 600
+        while not engine_started():
+            assert cli.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(10)  # into the stage, past the engine's start
+        descendants = psutil.Process(cli.pid).children(recursive=True)
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=120) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(descendants, timeout=30)
+        assert not alive, f"left running after SIGTERM: {[(p.pid, p.name()) for p in alive]}"
+        assert pipeline._is_cached(MiniReproConfig.preset("ci", output_dir=str(output_dir)), "policy_sft")
+    finally:  # whatever is left of its process group, orphans included
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cli.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

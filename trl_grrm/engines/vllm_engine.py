@@ -204,4 +204,9 @@ class VLLMEngine(JudgeEngine):
         return outputs  # type: ignore[return-value]
 
     def close(self) -> None:
-        self._llm = None
+        llm, self._llm = self._llm, None
+        # Shut the engine core down now instead of when the LLM is collected: a traceback from an interrupted
+        # generate call (Ctrl-C, SIGTERM) keeps it alive, and its processes then outlive this one.
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,8 +36,10 @@ import logging
 import math
 import random
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -851,6 +854,43 @@ def _worker_error_file(config: MiniReproConfig, stage: str) -> Path:
     return Path(config.output_dir) / stage / "worker_error.txt"
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_raises_system_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit`` (exit code 143) unless the program handles SIGTERM itself.
+
+    A plain SIGTERM (from ``kill``, ``timeout`` or a job scheduler) ends the process at once: its stage workers and
+    its in-process vLLM engines would keep running, orphaned, and keep the CPUs busy. As an exception it unwinds the
+    stages instead: the workers are stopped (:func:`_stop_workers`) and each GSPO stage closes its judge engines.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_workers(processes: Sequence[Any], grace_seconds: float = 60.0) -> None:
+    """SIGTERM every running stage worker (it unwinds, :func:`_sigterm_raises_system_exit`), then SIGKILL those still
+    running after ``grace_seconds``."""
+    for process in processes:
+        process.terminate()
+    deadline = time.time() + grace_seconds
+    for process in processes:
+        process.join(max(deadline - time.time(), 0.0))
+        if process.is_alive():
+            logger.warning("stage worker %s did not stop within %.0f s of SIGTERM; killing it", process.name,
+                           grace_seconds)  # fmt: skip
+            process.kill()
+            process.join()
+
+
 def _run_stage_in_worker(config: MiniReproConfig, stage: str) -> None:
     """Runs ``stage`` in this (spawned) process; its traceback also goes to :func:`_worker_error_file`, for the parent
     to name the error even when the worker's stderr is captured or cut."""
@@ -870,7 +910,8 @@ def _run_stage_in_worker(config: MiniReproConfig, stage: str) -> None:
 def _run_side_by_side(config: MiniReproConfig, to_run: Sequence[str], bar: Any) -> dict[str, float]:
     """Run the uncached stages of ``to_run`` in up to ``config.workers`` spawned processes, each stage once the stages
     it reads are cached; returns each stage's wall seconds. A failed stage stops new launches; the stages already
-    running finish (and are cached) before the error is raised."""
+    running finish (and are cached) before the error is raised. An exception here (Ctrl-C, or SIGTERM under
+    :func:`run_pipeline`) stops the running workers before it propagates."""
     import multiprocessing
     from multiprocessing.connection import wait
 
@@ -880,29 +921,34 @@ def _run_side_by_side(config: MiniReproConfig, to_run: Sequence[str], bar: Any) 
     running: dict[str, tuple[Any, float]] = {}
     seconds: dict[str, float] = {}
     failed: list[str] = []
-    while len(done) < len(to_run) and (running or not failed):
-        for stage in to_run:
-            ready = all(need in done for need in _NEEDS[stage])
-            if not failed and ready and stage not in done and stage not in running and len(running) < config.workers:
-                process = context.Process(target=_run_stage_in_worker, args=(config, stage), name=f"mini-repro-{stage}")
-                process.start()
-                running[stage] = (process, time.time())
-                bar.set_postfix_str(", ".join(running))
-        if not running:  # cannot happen: to_run holds every stage its stages read (stages_needed)
-            raise RuntimeError(f"no stage of {list(to_run)} can start; done: {sorted(done)}")
-        wait([process.sentinel for process, _ in running.values()])
-        for stage, (process, started) in list(running.items()):
-            if process.exitcode is None:
-                continue
-            del running[stage]
-            if process.exitcode == 0 and _is_cached(config, stage):
-                done.add(stage)
-                seconds[stage] = time.time() - started
-                bar.update(1)
-            else:
-                error_file = _worker_error_file(config, stage)
-                error = error_file.read_text().strip().splitlines()[-1] if error_file.exists() else "no traceback"
-                failed.append(f"{stage} (exit code {process.exitcode}: {error}; traceback in {error_file})")
+    try:
+        while len(done) < len(to_run) and (running or not failed):
+            for stage in to_run:
+                ready = all(need in done for need in _NEEDS[stage]) and stage not in done and stage not in running
+                if not failed and ready and len(running) < config.workers:
+                    process = context.Process(target=_run_stage_in_worker, args=(config, stage),
+                                              name=f"mini-repro-{stage}")  # fmt: skip
+                    process.start()
+                    running[stage] = (process, time.time())
+                    bar.set_postfix_str(", ".join(running))
+            if not running:  # cannot happen: to_run holds every stage its stages read (stages_needed)
+                raise RuntimeError(f"no stage of {list(to_run)} can start; done: {sorted(done)}")
+            wait([process.sentinel for process, _ in running.values()])
+            for stage, (process, started) in list(running.items()):
+                if process.exitcode is None:
+                    continue
+                del running[stage]
+                if process.exitcode == 0 and _is_cached(config, stage):
+                    done.add(stage)
+                    seconds[stage] = time.time() - started
+                    bar.update(1)
+                else:
+                    error_file = _worker_error_file(config, stage)
+                    error = error_file.read_text().strip().splitlines()[-1] if error_file.exists() else "no traceback"
+                    failed.append(f"{stage} (exit code {process.exitcode}: {error}; traceback in {error_file})")
+    except BaseException:
+        _stop_workers([process for process, _ in running.values()])
+        raise
     if failed:
         raise RuntimeError(f"stage(s) failed in their worker process: {', '.join(failed)}. Finished stages are "
                            "cached: fix the cause and rerun.")  # fmt: skip
@@ -913,49 +959,53 @@ def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, p
     """Run (or resume) the miniature reproduction and write ``results.json``, ``results.md`` and the plots into
     ``config.output_dir``; returns the results. ``stages`` limits the run to those stages and the ones they read
     (:func:`stages_needed`), each taken from its cache when its settings are unchanged; ``report`` among them runs
-    everything."""
+    everything.
+
+    A SIGTERM ends the run as Ctrl-C does, unless the program handles SIGTERM itself: the running stages stop, with
+    their worker processes and in-process vLLM engines, and the finished ones stay cached (exit code 143)."""
     import torch
     from tqdm.auto import tqdm
 
-    torch.set_num_threads(config.threads)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if stages is not None and (unknown := sorted(set(stages) - set(STAGES))):
-        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
-    everything = stages is None or "report" in stages
-    to_run = stages_needed(STAGES if everything else stages)
-    outputs: dict[str, Any] = {
-        "heldout_sources": sample_sources(config.heldout_sources, config.seed + 1_000),
-        "stage_seconds": {},
-    }
-    started_run = time.time()
-    side_by_side: dict[str, float] = {}
-    if config.workers > 1:
-        with tqdm(total=len(to_run), desc="mini-repro", disable=not progress, unit="stage") as bar:
-            side_by_side = _run_side_by_side(config, to_run, bar)
-    bar = tqdm(to_run, desc="mini-repro", disable=not progress or config.workers > 1, unit="stage")
-    for stage in bar:
-        bar.set_postfix_str(stage)
-        stage_dir = out / stage
-        record = stage_dir / "stage.json"
-        key = _stage_key(config, stage)
-        if _is_cached(config, stage):
-            outputs[stage] = json.loads(record.read_text())["output"]
-            outputs["stage_seconds"][stage] = side_by_side.get(stage, 0.0)
-            continue
-        if stage_dir.exists():
-            shutil.rmtree(stage_dir)
-        stage_dir.mkdir(parents=True)
-        started = time.time()
-        outputs[stage] = _RUNNERS[stage](config, stage_dir, outputs)
-        outputs["stage_seconds"][stage] = time.time() - started
-        record.write_text(json.dumps({"key": key, "output": outputs[stage]}, indent=1))
-        logger.info("stage %s done in %.0f s", stage, outputs["stage_seconds"][stage])
-    outputs["wall_seconds"] = time.time() - started_run
-    if not everything:
-        return outputs
-    results = summarize_results(config, outputs)
-    results["plots"] = _plots(outputs, results, out)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.md").write_text(render_markdown(results))
-    return results
+    with _sigterm_raises_system_exit():
+        torch.set_num_threads(config.threads)
+        out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if stages is not None and (unknown := sorted(set(stages) - set(STAGES))):
+            raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        everything = stages is None or "report" in stages
+        to_run = stages_needed(STAGES if everything else stages)
+        outputs: dict[str, Any] = {
+            "heldout_sources": sample_sources(config.heldout_sources, config.seed + 1_000),
+            "stage_seconds": {},
+        }
+        started_run = time.time()
+        side_by_side: dict[str, float] = {}
+        if config.workers > 1:
+            with tqdm(total=len(to_run), desc="mini-repro", disable=not progress, unit="stage") as bar:
+                side_by_side = _run_side_by_side(config, to_run, bar)
+        bar = tqdm(to_run, desc="mini-repro", disable=not progress or config.workers > 1, unit="stage")
+        for stage in bar:
+            bar.set_postfix_str(stage)
+            stage_dir = out / stage
+            record = stage_dir / "stage.json"
+            key = _stage_key(config, stage)
+            if _is_cached(config, stage):
+                outputs[stage] = json.loads(record.read_text())["output"]
+                outputs["stage_seconds"][stage] = side_by_side.get(stage, 0.0)
+                continue
+            if stage_dir.exists():
+                shutil.rmtree(stage_dir)
+            stage_dir.mkdir(parents=True)
+            started = time.time()
+            outputs[stage] = _RUNNERS[stage](config, stage_dir, outputs)
+            outputs["stage_seconds"][stage] = time.time() - started
+            record.write_text(json.dumps({"key": key, "output": outputs[stage]}, indent=1))
+            logger.info("stage %s done in %.0f s", stage, outputs["stage_seconds"][stage])
+        outputs["wall_seconds"] = time.time() - started_run
+        if not everything:
+            return outputs
+        results = summarize_results(config, outputs)
+        results["plots"] = _plots(outputs, results, out)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        (out / "results.md").write_text(render_markdown(results))
+        return results
