@@ -327,8 +327,8 @@ def test_judge_rlvr_teaches_the_judge_what_its_teacher_overlooked(tmp_path, requ
     ``trl-grrm reproduce-mini --teacher_overlook 0.7``, whose analyses and scores overlook 70% of omitted words): SFT
     could only learn what the teacher wrote, and RLVR's reward reads the oracle's ranking. Training and held-out
     groups are made as in the pipeline, from the shipped policy's samples and perturbed references, on sources the
-    judge never saw. Over all pairs the gain at this scale is too small to assert (measured -0.001 to +0.04);
-    docs/miniature.md, "What CI checks", has the figures of this test for several seeds.
+    judge never saw. Over all pairs the gain at this scale is too small to assert (-0.002 to +0.063 in eight runs);
+    docs/miniature.md, "What CI checks", has the figures of this test for several seeds and step counts.
     """
     import torch
 
