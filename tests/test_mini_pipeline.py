@@ -366,6 +366,31 @@ def test_sigterm_raises_system_exit_in_the_pipeline_unless_the_program_handles_i
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def test_a_sigterm_while_a_stage_worker_starts_stops_that_worker(tmp_path, monkeypatch):
+    """A SIGTERM that arrives after a worker's process exists but before the pipeline holds it stops that worker too,
+    instead of leaving it running, orphaned."""
+    import multiprocessing.process
+
+    from tqdm import tqdm
+
+    started = []
+    start = multiprocessing.process.BaseProcess.start
+
+    def start_then_sigterm(process):
+        start(process)
+        started.append(process)
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_then_sigterm)
+    try:
+        with pytest.raises(SystemExit), pipeline._sigterm_raises_system_exit():
+            pipeline._run_side_by_side(MiniReproConfig(output_dir=str(tmp_path)), ["policy_sft"], tqdm(disable=True))
+        assert len(started) == 1 and started[0].exitcode is not None
+    finally:
+        for process in started:
+            process.kill()
+
+
 @pytest.mark.slow
 def test_sigterm_stops_the_stage_workers_and_their_vllm_engines(tmp_path):
     """``kill``, ``timeout`` and job schedulers send SIGTERM to the command's process alone. Its stage workers and

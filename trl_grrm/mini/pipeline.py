@@ -876,6 +876,26 @@ def _sigterm_raises_system_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive within the block take effect when it ends, through the handlers they had.
+
+    Python runs signal handlers in the main thread whichever thread the signal reaches, so masking the signal would
+    not defer it; the block holds it in a handler instead (only in the main thread, where handlers can be set).
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    signums = [signum for signum in (signal.SIGINT, signal.SIGTERM) if in_main_thread and signal.getsignal(signum)]
+    arrived: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: arrived.append(signum)) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in arrived:
+            signal.raise_signal(signum)
+
+
 def _stop_workers(processes: Sequence[Any], grace_seconds: float = 60.0) -> None:
     """SIGTERM every running stage worker (it unwinds, :func:`_sigterm_raises_system_exit`), then SIGKILL those still
     running after ``grace_seconds``."""
@@ -928,8 +948,9 @@ def _run_side_by_side(config: MiniReproConfig, to_run: Sequence[str], bar: Any) 
                 if not failed and ready and len(running) < config.workers:
                     process = context.Process(target=_run_stage_in_worker, args=(config, stage),
                                               name=f"mini-repro-{stage}")  # fmt: skip
-                    process.start()
-                    running[stage] = (process, time.time())
+                    with _stop_signals_deferred():  # one arriving mid-start would orphan a worker not yet in running
+                        process.start()
+                        running[stage] = (process, time.time())
                     bar.set_postfix_str(", ".join(running))
             if not running:  # cannot happen: to_run holds every stage its stages read (stages_needed)
                 raise RuntimeError(f"no stage of {list(to_run)} can start; done: {sorted(done)}")
