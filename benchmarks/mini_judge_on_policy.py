@@ -53,7 +53,7 @@ def main() -> None:
     samples = generate_translations(AutoModelForCausalLM.from_pretrained(args.policy),
                                     AutoTokenizer.from_pretrained(args.policy), sources, 0.7, args.samples, seed=3)
     rows = [(source, text or "") for source, texts in zip(sources, samples) for text in texts]
-    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check=True)
+    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check="whole")
     completions = [[{"role": "assistant", "content": text}] for _, text in rows]
     oracle_rewards = oracle_reward(completions, [source for source, _ in rows])
     try:

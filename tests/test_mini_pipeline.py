@@ -81,11 +81,25 @@ def test_judge_rewards_check_the_language_before_asking_the_judge():
 
     checked = pipeline.judge_reward("judge", "sqm", "vllm", 4)
     assert checked._extract is berun_text and checked.config.invalid_completion_reward == 0.0
-    assert pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check=False)._extract("talu qq") == "talu qq"
-    config = MiniReproConfig(language_check=False)
-    for stage in ("grpo_gqm", "grpo_sqm"):
-        assert pipeline._stage_key(config, stage) != pipeline._stage_key(MiniReproConfig(), stage)
-    assert pipeline._stage_key(config, "grpo_oracle") == pipeline._stage_key(MiniReproConfig(), "grpo_oracle")
+    assert checked._extract("talu velomi qq") is None
+    assert pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="off")._extract("talu qq") == "talu qq"
+    lenient = pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="filter")
+    assert lenient._extract("talu qq velomi") == "talu velomi" and lenient._extract("qq") is None
+    for check in ("filter", "off"):
+        config = MiniReproConfig(language_check=check)
+        for stage in ("grpo_gqm", "grpo_sqm"):
+            assert pipeline._stage_key(config, stage) != pipeline._stage_key(MiniReproConfig(), stage)
+        assert pipeline._stage_key(config, "grpo_oracle") == pipeline._stage_key(MiniReproConfig(), "grpo_oracle")
+
+
+@pytest.mark.parametrize(("given", "meant"), [(True, "whole"), (False, "off"), ("false", "off"), ("filter", "filter")])
+def test_language_check_takes_the_old_flag_values(given, meant):
+    assert MiniReproConfig(language_check=given).language_check == meant
+
+
+def test_an_unknown_language_check_is_refused_before_any_stage_runs():
+    with pytest.raises(ValueError, match="language_check must be one of"):
+        MiniReproConfig(language_check="strict")
 
 
 def test_policy_candidates_keep_only_berun_samples_and_skip_empty_completions(tmp_path, monkeypatch):

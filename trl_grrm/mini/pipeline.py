@@ -15,9 +15,9 @@ Stages (each cached under ``output_dir/<stage>/``, skipped when its settings and
 6. ``judge_eval``: held-out pairwise ranking accuracy of the three judges (:func:`trl_grrm.evaluation.ranking.summarize`).
 7. ``grpo_gqm``, ``grpo_sqm``, ``grpo_oracle``: :class:`~trl_grrm.trainers.GSPOTrainer` on the policy with
    :class:`~trl_grrm.rewards.GroupRelativeRewardFunction` and the RLVR judge (in-process vLLM), the same with the SQM
-   judge, and with the oracle as the reward; same steps and seeds. The judge rewards give a completion that is not
-   Berun 0 without a judge call (``language_check``). The policy's held-out oracle score is measured every
-   ``eval_every`` steps.
+   judge, and with the oracle as the reward; same steps and seeds. The judge rewards check the language first
+   (``language_check``): by default a completion that is not Berun gets 0 without a judge call; ``"filter"`` has the
+   judge score its Berun words. The policy's held-out oracle score is measured every ``eval_every`` steps.
 8. ``report``: ``results.json``, ``results.md`` and plots.
 
 Example:
@@ -48,6 +48,7 @@ from .task import (
     SOURCE_LANGUAGE,
     TARGET_LANGUAGE,
     berun_text,
+    berun_words,
     oracle_score,
     sample_source,
     translate,
@@ -178,11 +179,13 @@ class MiniReproConfig:
         metadata={"help": "More GSPOConfig settings for the three GSPO runs, as a mapping (JSON on the command line), "
                  "e.g. '{\"beta\": 0.04, \"sft_coef\": 0.0}'."},
     )
-    language_check: bool = field(
-        default=True,
-        metadata={"help": "Judge rewards give a completion that is not one line of Berun words 0 without asking the "
-                 "judge (trl_grrm.mini.task.berun_text), as a language-ID filter would in real MT; off, the judge "
-                 "scores byte-level garbage it never saw in training."},
+    language_check: str = field(
+        default="whole",
+        metadata={"help": "How the judge rewards check the language before asking the judge, as a language-ID filter "
+                 "would in real MT. whole: a completion that is not one line of Berun words gets 0 "
+                 "(trl_grrm.mini.task.berun_text); filter: the judge scores the completion's Berun words, the others "
+                 "dropped (berun_words), and one with none gets 0; off: the judge scores byte-level garbage it never "
+                 "saw in training. true / false mean whole / off."},
     )
     eval_every: int = field(
         default=20,
@@ -212,6 +215,9 @@ class MiniReproConfig:
             self.grpo_kwargs = json.loads(self.grpo_kwargs) if self.grpo_kwargs.strip() else None
         if not 0.0 <= self.policy_sft_agreement_noise <= 1.0:
             raise ValueError(f"policy_sft_agreement_noise must lie in 0-1, got {self.policy_sft_agreement_noise}")
+        self.language_check = _LANGUAGE_CHECK_ALIASES.get(str(self.language_check).lower(), self.language_check)
+        if self.language_check not in LANGUAGE_CHECKS:
+            raise ValueError(f"language_check must be one of {sorted(LANGUAGE_CHECKS)}, got {self.language_check!r}")
         if self.judge_backend not in ("vllm", "transformers"):
             raise ValueError(f"judge_backend must be 'vllm' or 'transformers', got {self.judge_backend!r}")
         if self.judge_init not in ("policy", "scratch"):
@@ -322,6 +328,13 @@ def extract_translation(text: str) -> str | None:
     from .models import MT_PROMPT_STYLE
 
     return get_extractor(DEFAULT_EXTRACTOR[MT_PROMPT_STYLE])(text)
+
+
+LANGUAGE_CHECKS: dict[str, Callable[[str | None], str | None]] = {
+    "whole": berun_text, "filter": berun_words, "off": extract_translation,
+}  # fmt: skip
+"""The judge rewards' language checks (``MiniReproConfig.language_check``), each the reward's translation extractor."""
+_LANGUAGE_CHECK_ALIASES = {"true": "whole", "false": "off"}  # the setting was a flag before it had a filter form
 
 
 def oracle_reward(completions: list[Any], src_text: list[str], **_: Any) -> list[float]:
@@ -629,13 +642,11 @@ def run_judge_eval(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, A
     }
 
 
-def judge_reward(judge_model: str, style: str, backend: str, num_generations: int, language_check: bool = True):
-    """The GRPO reward for a trained miniature judge: :class:`~trl_grrm.rewards.GroupRelativeRewardFunction`; with
-    ``language_check``, completions that are not one line of Berun words get 0 without a judge call
-    (:func:`~trl_grrm.mini.task.berun_text`)."""
-    from ..formats.mt import DEFAULT_EXTRACTOR
+def judge_reward(judge_model: str, style: str, backend: str, num_generations: int, language_check: str = "whole"):
+    """The GRPO reward for a trained miniature judge: :class:`~trl_grrm.rewards.GroupRelativeRewardFunction`, whose
+    translation extractor is the language check (:data:`LANGUAGE_CHECKS`): what it rejects gets 0 without a judge
+    call."""
     from ..rewards import GroupRelativeRewardFunction
-    from .models import MT_PROMPT_STYLE
 
     if backend == "vllm":
         engine: dict[str, Any] = dict(dtype="float32", max_model_len=512, enforce_eager=True)
@@ -644,7 +655,7 @@ def judge_reward(judge_model: str, style: str, backend: str, num_generations: in
     return GroupRelativeRewardFunction(
         judge=dict(model=judge_model, backend=backend, max_tokens=200, max_parse_retries=1, **engine),
         judge_style=style, num_generations=num_generations, score_scale=0.1, invalid_completion_reward=0.0,
-        unjudged_reward=None, extractor=berun_text if language_check else DEFAULT_EXTRACTOR[MT_PROMPT_STYLE],
+        unjudged_reward=None, extractor=LANGUAGE_CHECKS[language_check],
         name=f"{style}_judge",
     )  # fmt: skip
 

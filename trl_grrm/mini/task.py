@@ -117,6 +117,21 @@ def berun_text(text: str | None) -> str | None:
     return stripped
 
 
+def berun_words(text: str | None) -> str | None:
+    """The Berun words of ``text`` in their order, every other word dropped; ``None`` when there is none.
+
+    The lenient form of :func:`berun_text`: used as the judge reward's extractor, a translation with a garbled word
+    is judged on its Berun words instead of getting 0, as the oracle, which reads every word, still credits the right
+    ones around the garbage. The judge still sees only Berun.
+
+    Example:
+        >>> berun_words("talu qq velomi"), berun_words("talu\\nseko"), berun_words("qq"), berun_words(None)
+        ('talu velomi', 'talu seko', None, None)
+    """
+    words = [word for word in (text or "").split() if word in _TARGET_WORD_SET]
+    return " ".join(words) or None
+
+
 SOURCE_WORDS: list[str] = [*NOUNS, *VERBS, *ADJECTIVES, *ADVERBS, *DETERMINERS]
 """Every Aklan word (34)."""
 _WORD_CLASS: dict[str, str] = {word: kind for kind, forms in TARGET_FORMS_BY_CLASS.items() for word in forms}
