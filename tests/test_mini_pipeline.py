@@ -108,7 +108,10 @@ def test_judge_rewards_check_the_language_before_asking_the_judge():
     assert pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="off")._extract("talu qq") == "talu qq"
     lenient = pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="filter")
     assert lenient._extract("talu qq velomi") == "talu velomi" and lenient._extract("qq") is None
-    for check in ("filter", "off"):
+    assert lenient._extract("zeli\nzeli gara") == "zeli zeli gara"
+    one_line = pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="filter_line")
+    assert one_line._extract("talu qq velomi") == "talu velomi" and one_line._extract("zeli\nzeli gara") is None
+    for check in ("filter", "filter_line", "off"):
         config = MiniReproConfig(language_check=check)
         for stage in ("grpo_gqm", "grpo_sqm"):
             assert pipeline._stage_key(config, stage) != pipeline._stage_key(MiniReproConfig(), stage)

@@ -17,7 +17,8 @@ Stages (each cached under ``output_dir/<stage>/``, skipped when its settings and
    :class:`~trl_grrm.rewards.GroupRelativeRewardFunction` and the RLVR judge (in-process vLLM), the same with the SQM
    judge, and with the oracle as the reward; same steps and seeds. The judge rewards check the language first
    (``language_check``): by default a completion that is not Berun gets 0 without a judge call; ``"filter"`` has the
-   judge score its Berun words. The policy's held-out oracle score is measured every ``eval_every`` steps.
+   judge score its Berun words, ``"filter_line"`` the same for one-line completions only. The policy's held-out
+   oracle score is measured every ``eval_every`` steps.
 8. ``report``: ``results.json``, ``results.md`` and plots.
 
 Example:
@@ -47,6 +48,7 @@ from typing import Any
 from .task import (
     SOURCE_LANGUAGE,
     TARGET_LANGUAGE,
+    berun_line_words,
     berun_text,
     berun_words,
     oracle_score,
@@ -184,8 +186,9 @@ class MiniReproConfig:
         metadata={"help": "How the judge rewards check the language before asking the judge, as a language-ID filter "
                  "would in real MT. whole: a completion that is not one line of Berun words gets 0 "
                  "(trl_grrm.mini.task.berun_text); filter: the judge scores the completion's Berun words, the others "
-                 "dropped (berun_words), and one with none gets 0; off: the judge scores byte-level garbage it never "
-                 "saw in training. true / false mean whole / off."},
+                 "dropped (berun_words), and one with none gets 0; filter_line: filter, but a completion on several "
+                 "lines gets 0 (berun_line_words); off: the judge scores byte-level garbage it never saw in training. "
+                 "true / false mean whole / off."},
     )
     eval_every: int = field(
         default=20,
@@ -347,7 +350,7 @@ def extract_translation(text: str) -> str | None:
 
 
 LANGUAGE_CHECKS: dict[str, Callable[[str | None], str | None]] = {
-    "whole": berun_text, "filter": berun_words, "off": extract_translation,
+    "whole": berun_text, "filter": berun_words, "filter_line": berun_line_words, "off": extract_translation,
 }  # fmt: skip
 """The judge rewards' language checks (``MiniReproConfig.language_check``), each the reward's translation extractor."""
 _LANGUAGE_CHECK_ALIASES = {"true": "whole", "false": "off"}  # the setting was a flag before it had a filter form

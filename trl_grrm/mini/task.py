@@ -132,6 +132,21 @@ def berun_words(text: str | None) -> str | None:
     return " ".join(words) or None
 
 
+def berun_line_words(text: str | None) -> str | None:
+    """:func:`berun_words` of a one-line completion; ``None`` for one written on several lines.
+
+    :func:`berun_words` joins the lines, so a policy that writes one word per line (``"zeli\\nzeli\\nzeli gara"``) is
+    judged on a plausible-looking sentence; this form keeps :func:`berun_text`'s one-line rule and its word filter.
+
+    Example:
+        >>> berun_line_words("talu qq velomi"), berun_line_words("talu\\nseko"), berun_line_words(" talu \\n")
+        ('talu velomi', None, 'talu')
+    """
+    if text is not None and "\n" in text.strip():
+        return None
+    return berun_words(text)
+
+
 SOURCE_WORDS: list[str] = [*NOUNS, *VERBS, *ADJECTIVES, *ADVERBS, *DETERMINERS]
 """Every Aklan word (34)."""
 _WORD_CLASS: dict[str, str] = {word: kind for kind, forms in TARGET_FORMS_BY_CLASS.items() for word in forms}
