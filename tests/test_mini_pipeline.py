@@ -467,6 +467,32 @@ def test_sigterm_stops_the_stage_workers_and_their_vllm_engines(tmp_path):
 
 
 @pytest.mark.slow
+def test_results_average_the_last_evaluations_beside_the_final_one():
+    """A late spike decides the final score but not the late mean. The curves are seed 1's GQM and oracle runs with
+    150 judge RLVR steps (docs/miniature.md, "150 judge RLVR steps"): 3.47 at step 200, 3.18 twenty steps later."""
+
+    def run(*scores: float) -> dict:
+        curve = [{"step": 20 * i, "oracle_score": s} for i, s in enumerate((2.64, *scores))]
+        return {"curve": curve, "zero_variance": [{"step": 1, "value": 0.125}, {"step": 2, "value": 0.0}]}
+
+    outputs = {"grpo_gqm": run(3.03, 2.77, 3.09, 3.06, 3.09, 3.23, 3.47), "grpo_sqm": run(2.64),
+               "grpo_oracle": run(3.0, 3.25, 3.2, 3.03, 3.21, 3.37), "judge_eval": {}}  # fmt: skip
+    gqm, sqm, oracle = (pipeline.summarize_results(MiniReproConfig(), outputs)["grpo"][r] for r in pipeline.REWARDS)
+    assert gqm["final_oracle_score"] == 3.47
+    assert gqm["share_of_oracle_gain"] == pytest.approx((3.47 - 2.64) / (3.37 - 2.64))  # 1.14: met by the spike
+    late, oracle_late = (3.09 + 3.23 + 3.47) / 3, (3.03 + 3.21 + 3.37) / 3
+    assert gqm["late_oracle_score"] == pytest.approx(late)
+    assert gqm["late_relative_gain"] == pytest.approx((late - 2.64) / 2.64)
+    assert gqm["late_share_of_oracle_gain"] == pytest.approx((late - 2.64) / (oracle_late - 2.64))
+    assert gqm["zero_variance_fraction"] == pytest.approx(0.0625)
+    assert sqm["late_oracle_score"] == 2.64 and sqm["late_relative_gain"] == 0.0  # one evaluation after the start
+    assert oracle["late_share_of_oracle_gain"] == pytest.approx(1.0)
+    table = pipeline.render_markdown({**pipeline.summarize_results(MiniReproConfig(), outputs), "judges": {
+        key: {"accuracy": None, "zero_variance_groups": 0.0, "parse_failure_rate": 0.0}
+        for key in ("gqm_sft", "gqm_rlvr", "sqm")}})  # fmt: skip
+    assert "| gqm | 3.47 | 31% | 1.14 | 3.26 (24%, 1.11) | 0.06 |" in table
+
+
 def test_reduced_pipeline_runs_every_stage_and_resumes(tmp_path):
     """The CI-sized run of every stage, on real trainers and in-process vLLM judges, two stages at a time in worker
     processes (as on 2 cores): the stages connect, the SFT policy learned to translate from a random start, every
