@@ -466,7 +466,6 @@ def test_sigterm_stops_the_stage_workers_and_their_vllm_engines(tmp_path):
             os.killpg(cli.pid, signal.SIGKILL)
 
 
-@pytest.mark.slow
 def test_results_average_the_last_evaluations_beside_the_final_one():
     """A late spike decides the final score but not the late mean. The curves are seed 1's GQM and oracle runs with
     150 judge RLVR steps (docs/miniature.md, "150 judge RLVR steps"): 3.47 at step 200, 3.18 twenty steps later."""
@@ -493,6 +492,7 @@ def test_results_average_the_last_evaluations_beside_the_final_one():
     assert "| gqm | 3.47 | 31% | 1.14 | 3.26 (24%, 1.11) | 0.06 |" in table
 
 
+@pytest.mark.slow
 def test_reduced_pipeline_runs_every_stage_and_resumes(tmp_path):
     """The CI-sized run of every stage, on real trainers and in-process vLLM judges, two stages at a time in worker
     processes (as on 2 cores): the stages connect, the SFT policy learned to translate from a random start, every
