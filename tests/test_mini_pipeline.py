@@ -173,11 +173,11 @@ def test_reading_drills_train_the_gqm_judge_before_its_analyses(tmp_path, monkey
 
 
 @pytest.mark.parametrize("stage", ["judge_sft", "sqm_sft"])
-def test_judges_start_from_scratch_with_the_chosen_schedule(tmp_path, monkeypatch, stage):
+def test_judges_start_from_scratch_with_the_chosen_schedule_and_size(tmp_path, monkeypatch, stage):
     import trl
 
     from trl_grrm.mini.judge_data import build_ranking_dataset
-    from trl_grrm.mini.models import build_mini_model
+    from trl_grrm.mini.models import MODEL_SIZES, build_mini_model
 
     class Stop(Exception):
         pass
@@ -206,6 +206,22 @@ def test_judges_start_from_scratch_with_the_chosen_schedule(tmp_path, monkeypatc
     assert pipeline._stage_key(config, "judge_data") == pipeline._stage_key(plain, "judge_data")
     with pytest.raises(ValueError, match="judge_init"):
         MiniReproConfig(judge_init="sqm")
+
+    larger = dataclasses.replace(config, judge_model_size="s")
+    with pytest.raises(Stop):
+        getattr(pipeline, f"run_{stage}")(larger, tmp_path / f"{stage}_larger", inputs)
+
+    def shape(model_dir):
+        config = json.loads(Path(model_dir, "config.json").read_text())
+        sizes = {key: config[key] for key in ("hidden_size", "intermediate_size")}
+        return {"num_layers": config["num_hidden_layers"], **sizes}
+
+    assert shape(seen["model"]) == MODEL_SIZES["s"] and shape(tmp_path / "policy") == MODEL_SIZES["xs"]
+    assert pipeline._stage_key(larger, stage) != pipeline._stage_key(config, stage)
+    assert pipeline._stage_key(larger, "policy_sft") == pipeline._stage_key(config, "policy_sft")
+    for bad in (dict(judge_model_size="huge"), dict(judge_model_size="s", judge_init="policy")):
+        with pytest.raises(ValueError, match="judge_model_size"):
+            MiniReproConfig(**bad)
 
 
 @pytest.mark.parametrize("stage", ["judge_sft", "sqm_sft"])

@@ -83,7 +83,13 @@ class MiniReproConfig:
     seed: int = field(default=0, metadata={"help": "Seed of data, initialisation and training (every stage)."})
     model_size: str = field(
         default="s",
-        metadata={"help": "Size of the policy and of the judges: a key of trl_grrm.mini.MODEL_SIZES."},
+        metadata={"help": "Size of the policy (and of the judges, unless judge_model_size is set): a key of "
+                 "trl_grrm.mini.MODEL_SIZES."},
+    )
+    judge_model_size: str = field(
+        default="",
+        metadata={"help": "Size of both judges when they start from scratch (judge_init=scratch): a key of "
+                 "trl_grrm.mini.MODEL_SIZES; empty: model_size."},
     )
     threads: int = field(
         default=1,
@@ -216,6 +222,14 @@ class MiniReproConfig:
             raise ValueError(f"judge_backend must be 'vllm' or 'transformers', got {self.judge_backend!r}")
         if self.judge_init not in ("policy", "scratch"):
             raise ValueError(f"judge_init must be 'policy' or 'scratch', got {self.judge_init!r}")
+        from .models import MODEL_SIZES
+
+        if self.judge_model_size and self.judge_model_size not in MODEL_SIZES:
+            raise ValueError(f"judge_model_size must be empty or one of {sorted(MODEL_SIZES)}, "
+                             f"got {self.judge_model_size!r}")
+        if self.judge_model_size and self.judge_init != "scratch":
+            raise ValueError("judge_model_size needs judge_init='scratch' (a judge that starts from the policy has the "
+                             "policy's size)")
         _teacher(self)  # raises on a bad teacher setting before any stage runs
         if self.judge_reading_drills < 0:
             raise ValueError(f"judge_reading_drills must be >= 0, got {self.judge_reading_drills}")
@@ -269,10 +283,11 @@ _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "judge_data": ("judge_train_groups", "policy_candidates_per_group", "max_perturbation_errors",
                    "judge_data_temperature", "analysis_style", "teacher_overlook", "teacher_blind_spot",
                    "heldout_groups"),
-    "judge_sft": ("judge_init", "judge_reading_drills", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate",
-                  "judge_lr_scheduler"),
+    "judge_sft": ("judge_init", "judge_model_size", "judge_reading_drills", "judge_sft_epochs", "judge_batch_size",
+                  "judge_learning_rate", "judge_lr_scheduler"),
     "judge_rlvr": ("rlvr_steps", "rlvr_prompts_per_step", "rlvr_generations", "rlvr_learning_rate"),
-    "sqm_sft": ("judge_init", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate", "judge_lr_scheduler"),
+    "sqm_sft": ("judge_init", "judge_model_size", "judge_sft_epochs", "judge_batch_size", "judge_learning_rate",
+                "judge_lr_scheduler"),
     "judge_eval": (),
     "grpo_gqm": ("grpo_steps", "grpo_prompts_per_step", "grpo_generations", "grpo_learning_rate", "grpo_temperature",
                  "grpo_kwargs", "eval_every", "judge_backend", "language_check"),
@@ -558,7 +573,8 @@ def _judge_init(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]
         return inputs["policy_sft"]["model"]
     from .models import build_mini_model
 
-    return str(build_mini_model(stage_dir / "init", size=config.model_size, seed=config.seed))
+    size = config.judge_model_size or config.model_size
+    return str(build_mini_model(stage_dir / "init", size=size, seed=config.seed))
 
 
 def run_judge_sft(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
