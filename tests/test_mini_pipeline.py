@@ -212,9 +212,9 @@ def test_judges_start_from_scratch_with_the_chosen_schedule_and_size(tmp_path, m
         getattr(pipeline, f"run_{stage}")(larger, tmp_path / f"{stage}_larger", inputs)
 
     def shape(model_dir):
-        config = json.loads(Path(model_dir, "config.json").read_text())
-        sizes = {key: config[key] for key in ("hidden_size", "intermediate_size")}
-        return {"num_layers": config["num_hidden_layers"], **sizes}
+        saved = json.loads(Path(model_dir, "config.json").read_text())
+        sizes = {key: saved[key] for key in ("hidden_size", "intermediate_size")}
+        return {"num_layers": saved["num_hidden_layers"], **sizes}
 
     assert shape(seen["model"]) == MODEL_SIZES["s"] and shape(tmp_path / "policy") == MODEL_SIZES["xs"]
     assert pipeline._stage_key(larger, stage) != pipeline._stage_key(config, stage)
