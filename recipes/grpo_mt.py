@@ -6,9 +6,8 @@ as ``accelerate launch [--config_file ...] recipes/grpo_mt.py [--config CONFIG.y
 it behaves exactly as ``trl-grrm grpo-mt``. See ``trl-grrm grpo-mt --help`` for the options.
 """
 
-import sys
-
+from trl_grrm.distributed import exit_process
 from trl_grrm.scripts.grpo_mt import run
 
 if __name__ == "__main__":
-    sys.exit(run(prog="recipes/grpo_mt.py"))
+    exit_process(run(prog="recipes/grpo_mt.py"))

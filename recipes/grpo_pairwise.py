@@ -6,9 +6,8 @@ as ``accelerate launch [--config_file ...] recipes/grpo_pairwise.py [--config CO
 it behaves exactly as ``trl-grrm grpo-pairwise``. See ``trl-grrm grpo-pairwise --help`` for the options.
 """
 
-import sys
-
+from trl_grrm.distributed import exit_process
 from trl_grrm.scripts.grpo_pairwise import run
 
 if __name__ == "__main__":
-    sys.exit(run(prog="recipes/grpo_pairwise.py"))
+    exit_process(run(prog="recipes/grpo_pairwise.py"))

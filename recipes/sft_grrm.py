@@ -6,9 +6,8 @@ as ``accelerate launch [--config_file ...] recipes/sft_grrm.py [--config CONFIG.
 it behaves exactly as ``trl-grrm sft-judge``. See ``trl-grrm sft-judge --help`` for the options.
 """
 
-import sys
-
+from trl_grrm.distributed import exit_process
 from trl_grrm.scripts.sft_judge import run
 
 if __name__ == "__main__":
-    sys.exit(run(prog="recipes/sft_grrm.py"))
+    exit_process(run(prog="recipes/sft_grrm.py"))

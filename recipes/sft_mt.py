@@ -6,9 +6,8 @@ as ``accelerate launch [--config_file ...] recipes/sft_mt.py [--config CONFIG.ya
 it behaves exactly as ``trl-grrm sft-mt``. See ``trl-grrm sft-mt --help`` for the options.
 """
 
-import sys
-
+from trl_grrm.distributed import exit_process
 from trl_grrm.scripts.sft_mt import run
 
 if __name__ == "__main__":
-    sys.exit(run(prog="recipes/sft_mt.py"))
+    exit_process(run(prog="recipes/sft_mt.py"))

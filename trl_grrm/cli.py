@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NoReturn
+
+from trl_grrm.distributed import exit_process
 
 # command -> (module, entry point taking (argv, prog) or (argv), one-line description). The descriptions are here,
 # not read from the modules, so that `trl-grrm --help` imports neither torch nor trl.
@@ -72,5 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     return module.main(rest) or 0
 
 
+def console_main() -> NoReturn:
+    """The ``trl-grrm`` console command: :func:`main` on ``sys.argv``, then its exit status."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -12,6 +12,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_grrm import GroupRelativeRewardFunction
+from trl_grrm.distributed import end_training, exit_process
 from trl_grrm.formats import build_mt_prompt
 
 
@@ -59,8 +60,9 @@ def main():
             json.dump(trainer.state.log_history, handle)
     # Every rank leaves the process group before the interpreter exits (a no-op on 1 process), as the recipes do.
     trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    end_training(trainer)
 
 
 if __name__ == "__main__":
     main()
+    exit_process(0)

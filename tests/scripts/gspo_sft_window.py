@@ -22,6 +22,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
+from trl_grrm.distributed import end_training, exit_process  # noqa: E402
 from trl_grrm.trainers import GSPOConfig, GSPOTrainer  # noqa: E402
 
 
@@ -78,8 +79,9 @@ def main() -> None:
         torch.save({"grads": grads, "num_pos_seqs_in_batch": inputs["num_pos_seqs_in_batch"]}, cli.result)
     # Every rank leaves the process group before the interpreter exits, as the recipes do.
     trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    end_training(trainer)
 
 
 if __name__ == "__main__":
     main()
+    exit_process(0)

@@ -25,6 +25,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
+from trl_grrm.distributed import end_training, exit_process  # noqa: E402
 from trl_grrm.trainers import GSPOConfig, GSPOTrainer  # noqa: E402
 
 PROMPTS = ["Hello there", "Translate: cat", "Count to three", "Say hi", "Name a colour", "Spell dog"]
@@ -119,8 +120,9 @@ def main() -> None:
             json.dump(result, f)
     # Every rank leaves the process group before the interpreter exits (a no-op on 1 process), as the recipes do.
     trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    end_training(trainer)
 
 
 if __name__ == "__main__":
     main()
+    exit_process(0)

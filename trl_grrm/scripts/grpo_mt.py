@@ -42,7 +42,7 @@ from trl_grrm.embedded import CACHE_ENV, DEFAULT_WARMUP_STEPS, EMBEDDED_TRAINING
 from trl_grrm.mini.demo import DEMO_TRAINING_DEFAULTS, heldout_curve_callback, is_demo_policy, report_curve  # noqa: E402
 from trl_grrm.engines import JudgeConfig  # noqa: E402
 from trl_grrm.formats.mt import DEFAULT_EXTRACTOR, MT_PROMPT_TEMPLATES  # noqa: E402
-from trl_grrm.distributed import end_training  # noqa: E402
+from trl_grrm.distributed import end_training, exit_process  # noqa: E402
 from trl_grrm.scripts.parsing import GRRMParser, check_expected_processes, option_from_argv_or_config  # noqa: E402
 from trl_grrm.testing.standin_judge import STANDIN_MODEL_NAME, start_standin_judge  # noqa: E402
 from trl_grrm.trainers import GSPOConfig  # noqa: E402
@@ -513,4 +513,4 @@ HELP = "GRPO / GSPO training of a translation policy with a GRRM judge reward (t
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_process(run())

@@ -25,6 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, get_peft_config  # noqa: E402
 
+from trl_grrm.distributed import end_training, exit_process  # noqa: E402
 from trl_grrm.engines import JudgeConfig  # noqa: E402
 from trl_grrm.rewards import PairwiseRewardConfig, PairwiseRewardFunction  # noqa: E402
 from trl_grrm.scripts.parsing import GRRMParser  # noqa: E402
@@ -116,6 +117,7 @@ def main(script_args: PairwiseScriptArguments, training_args: GRPOConfig, model_
     trainer.save_state()  # OUTPUT_DIR/trainer_state.json: every logged metric, step by step
     if trainer.accelerator.is_main_process:
         print(f"[grpo_pairwise] done. Model: {os.path.abspath(training_args.output_dir)}")
+    end_training(trainer)
     return 0
 
 
@@ -125,4 +127,4 @@ def run(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_process(run())

@@ -34,7 +34,7 @@ from trl import ModelConfig, get_peft_config
 
 from trl_grrm.data import build_judge_rlvr_dataset
 from trl_grrm.evaluation.ranking import load_ranking_dataset
-from trl_grrm.distributed import end_training
+from trl_grrm.distributed import end_training, exit_process
 from trl_grrm.scripts.parsing import GRRMParser, RankingDataScriptArguments, check_expected_processes
 from trl_grrm.trainers import JudgeRLVRConfig, JudgeRLVRTrainer
 
@@ -201,4 +201,4 @@ def run(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_process(run())

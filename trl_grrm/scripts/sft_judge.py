@@ -36,7 +36,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from trl_grrm.data import build_judge_sft_dataset, to_prompt_completion
 from trl_grrm.evaluation.ranking import load_ranking_dataset
-from trl_grrm.distributed import end_training
+from trl_grrm.distributed import end_training, exit_process
 from trl_grrm.scripts.parsing import GRRMParser, RankingDataScriptArguments, check_expected_processes
 
 
@@ -125,4 +125,4 @@ def run(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_process(run())

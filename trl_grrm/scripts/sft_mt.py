@@ -27,7 +27,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_co
 from trl_grrm.data import to_prompt_completion  # noqa: E402
 from trl_grrm.data.mt_builders import build_mt_sft_dataset, load_mt_rows  # noqa: E402
 from trl_grrm.formats.mt import MT_PROMPT_TEMPLATES  # noqa: E402
-from trl_grrm.distributed import end_training
+from trl_grrm.distributed import end_training, exit_process
 from trl_grrm.scripts.parsing import GRRMParser, check_expected_processes  # noqa: E402
 
 HELP = "SFT cold start of the translation policy on reasoning-translation data."
@@ -118,4 +118,4 @@ def run(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_process(run())
