@@ -40,17 +40,22 @@ def finish(processes: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
 
 
 def test_ranks_that_left_a_gloo_group_exit_after_threads_atexit_and_output_but_skip_teardown(tmp_path):
+    marks = tmp_path  # each start gets a folder of its own, so a start lost to a port clash leaves no marks here
+
     def two_ranks(port: int) -> list[tuple[int, str, str]]:
+        nonlocal marks
+        marks = tmp_path / str(port)
+        marks.mkdir()
         group = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        return finish([start(tmp_path, 3, {**group, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in (0, 1)])
+        return finish([start(marks, 3, {**group, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in (0, 1)])
 
     results = retry_with_fresh_port(two_ranks, clashed=lambda runs: any(port_clash_in(err) for _, _, err in runs))
     for rank, (code, out, err) in enumerate(results):
         assert code == 3, err[-3000:]
         assert out == f"rank {rank} of 2: buffered"
-        assert (tmp_path / f"thread-{rank}").is_file()
-        assert (tmp_path / f"atexit-{rank}").is_file()
-        assert not (tmp_path / f"teardown-{rank}").exists()
+        assert (marks / f"thread-{rank}").is_file()
+        assert (marks / f"atexit-{rank}").is_file()
+        assert not (marks / f"teardown-{rank}").exists()
 
 
 def test_a_process_that_was_never_distributed_exits_as_sys_exit_does(tmp_path):
