@@ -37,6 +37,9 @@ VLLM_MEMORY_SHARE_BESIDE_TRAINING = 0.3
 
 BACKENDS = ("vllm", "openai", "transformers")
 
+RESTARTS_HELP = ("vllm: in one judge call, how often an engine that died (EngineDeadError) is started afresh and sent "
+                 "the prompts again; then they fall back as unavailable.")
+
 
 @dataclass
 class EngineConfig:
@@ -58,6 +61,7 @@ class EngineConfig:
     max_model_len: int | None = field(default=None, metadata={"help": "vllm: context length (None: the model's)."})
     enforce_eager: bool = field(default=False, metadata={"help": "vllm: disable CUDA graphs (less memory, slower)."})
     vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "vllm: extra vllm.LLM arguments."})
+    max_engine_restarts: int = field(default=1, metadata={"help": RESTARTS_HELP})
     # vllm and transformers
     dtype: str = field(default="auto", metadata={"help": "vllm / transformers: weight dtype."})
     seed: int = field(default=0, metadata={"help": "vllm: engine seed."})
@@ -70,8 +74,12 @@ class EngineConfig:
             raise ValueError(f"backend must be 'vllm', 'openai' or 'transformers', got {self.backend!r}")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the openai backend needs base_url (e.g. 'http://judge-host:8000/v1')")
-        if self.max_request_retries < 0 or self.request_backoff_seconds < 0 or self.request_timeout <= 0:
-            raise ValueError("max_request_retries and request_backoff_seconds must be >= 0, request_timeout > 0")
+        if min(self.max_request_retries, self.request_backoff_seconds, self.max_engine_restarts) < 0 or (
+            self.request_timeout <= 0
+        ):
+            raise ValueError(
+                "max_request_retries, request_backoff_seconds and max_engine_restarts must be >= 0, request_timeout > 0"
+            )
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
 
@@ -104,6 +112,7 @@ def build_engine(config: EngineConfig) -> JudgeEngine:
             enforce_eager=config.enforce_eager,
             seed=config.seed,
             llm_kwargs=config.vllm_kwargs,
+            max_engine_restarts=config.max_engine_restarts,
         )
     from .transformers_engine import TransformersEngine
 
@@ -148,6 +157,7 @@ class JudgeConfig:
     max_model_len: int | None = field(default=None, metadata={"help": "vllm: judge context length (None: the model's)."})
     enforce_eager: bool = field(default=False, metadata={"help": "vllm: disable CUDA graphs (less memory, slower)."})
     vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "vllm: extra vllm.LLM arguments."})
+    max_engine_restarts: int = field(default=1, metadata={"help": RESTARTS_HELP})
     dtype: str = field(default="auto", metadata={"help": "vllm / transformers: weight dtype."})
     batch_size: int = field(default=8, metadata={"help": "transformers: prompts per generate call."})
     device: str | None = field(default=None, metadata={"help": "transformers: torch device (None: cuda if available)."})
@@ -220,6 +230,7 @@ class JudgeConfig:
             max_model_len=self.max_model_len,
             enforce_eager=self.enforce_eager,
             vllm_kwargs=self.vllm_kwargs,
+            max_engine_restarts=self.max_engine_restarts,
             dtype=self.dtype,
             seed=self.seed or 0,
             batch_size=self.batch_size,

@@ -10,6 +10,7 @@ from typing import Any
 from .base import (
     PROMPT_TOO_LONG,
     TRUNCATED,
+    UNAVAILABLE,
     JudgeConfigurationError,
     JudgeEngine,
     JudgeOutput,
@@ -28,12 +29,42 @@ def _prompt_key(messages: Messages) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def _fail_pending_outputs_when_engine_core_exits(llm: Any) -> None:
+    """Make a ``generate`` call that waits on an engine core that exits without a word raise ``EngineDeadError``.
+
+    vLLM's synchronous multiprocess client notices such an exit (SIGKILL, the OOM killer) in a monitor thread, marks
+    the engine dead and shuts the client down, but nothing wakes a ``generate`` already waiting on the client's output
+    queue: it would wait forever, and every other rank with it (measured with vLLM 0.31). So once that shutdown ran
+    on a dead engine, the queue gets the error. Clients without those parts (in-process engine cores) are left alone.
+    """
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    client = getattr(llm.llm_engine, "engine_core", None)
+    outputs_queue, resources = getattr(client, "outputs_queue", None), getattr(client, "resources", None)
+    if outputs_queue is None or not hasattr(resources, "engine_dead"):
+        return
+    shutdown = client.shutdown
+
+    def shutdown_and_wake_the_waiting_call(*args: Any, **kwargs: Any) -> None:
+        shutdown(*args, **kwargs)
+        if resources.engine_dead:
+            outputs_queue.put_nowait(EngineDeadError())
+
+    client.shutdown = shutdown_and_wake_the_waiting_call
+
+
 class VLLMEngine(JudgeEngine):
     """Run the judge with ``vllm.LLM`` inside this process.
 
     The engine starts on first use. It renders chat prompts with the judge tokenizer's own chat template and sends
     token ids, so prompt lengths are known exactly and over-long prompts are rejected before generation. An answer
     cut by ``max_tokens`` (or by the context left after the prompt) comes back with ``error="truncated"``.
+
+    An engine that dies during a call (vLLM's ``EngineDeadError``: its engine-core process was killed, or a step ran
+    past vLLM's own deadline) is closed, started afresh and sent the call's prompts again, at most
+    ``max_engine_restarts`` times per call; each answer counts the restarts in ``request_retries``. If it is still
+    dead, or fails to start again, every prompt of the call comes back ``error="unavailable"``; the next call starts
+    it afresh (and raises if it cannot). ``max_engine_restarts=0`` never restarts a dead engine.
 
     Example:
         >>> engine = VLLMEngine("double7/Qwen2.5-7B-GRRM", gpu_memory_utilization=0.3)  # doctest: +SKIP
@@ -50,8 +81,12 @@ class VLLMEngine(JudgeEngine):
         enforce_eager: bool = False,
         seed: int = 0,
         llm_kwargs: dict[str, Any] | None = None,
+        max_engine_restarts: int = 1,
     ) -> None:
+        if max_engine_restarts < 0:
+            raise ValueError(f"max_engine_restarts must be >= 0, got {max_engine_restarts}")
         self.model = model
+        self.max_engine_restarts = max_engine_restarts
         self._llm_kwargs = dict(
             model=model,
             tensor_parallel_size=tensor_parallel_size,
@@ -76,6 +111,7 @@ class VLLMEngine(JudgeEngine):
 
         logger.info("Starting in-process vLLM judge engine for %s", self.model)
         self._llm = LLM(**self._llm_kwargs)
+        _fail_pending_outputs_when_engine_core_exits(self._llm)
         self._tokenizer = self._llm.get_tokenizer()
         self._counted = {}
         self.max_prompt_tokens = self._llm.llm_engine.model_config.max_model_len - MIN_ANSWER_TOKENS
@@ -146,13 +182,15 @@ class VLLMEngine(JudgeEngine):
             )
             positions.append(index)
         if batch:
-            for index, result in zip(positions, self._llm.generate(batch, params, use_tqdm=False)):
+            results, restarts = self._generate_with_restarts(batch, params, positions, outputs)
+            for index, result in zip(positions, results):
                 completion = result.outputs[0]
                 output = JudgeOutput(
                     text=completion.text,
                     prompt_tokens=len(result.prompt_token_ids),
                     completion_tokens=len(completion.token_ids),
                     finish_reason=completion.finish_reason,
+                    request_retries=restarts,
                 )
                 if completion.finish_reason == "length":
                     output.error = TRUNCATED
@@ -160,6 +198,45 @@ class VLLMEngine(JudgeEngine):
                     output.detail = f"answer cut at {cut_at} tokens (max_tokens={sampling.max_tokens})"
                 outputs[index] = output
         return outputs  # type: ignore[return-value]
+
+    def _generate_with_restarts(
+        self, batch: list[Any], params: Any, positions: list[int], outputs: list[JudgeOutput | None]
+    ) -> tuple[list[Any], int]:
+        """``LLM.generate`` on ``batch``, restarting a dead engine (see the class docstring), and the restarts spent.
+
+        When the engine stays dead the results are empty and ``outputs[i]`` is set to an ``unavailable`` answer for
+        each of ``positions`` (the prompts of ``batch``)."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        restarts = 0
+        while True:
+            try:
+                return self._llm.generate(batch, params, use_tqdm=False), restarts
+            except EngineDeadError as error:
+                detail = f"the vLLM engine died ({type(error).__name__}: {error})"
+            if restarts == self.max_engine_restarts:
+                break
+            restarts += 1
+            logger.warning(
+                "The in-process vLLM judge engine for %s died; starting it again (restart %d of at most %d in this "
+                "call) and resending %d prompts", self.model, restarts, self.max_engine_restarts, len(batch),
+            )
+            self.close()
+            try:
+                self._ensure_started()
+            except Exception as start_error:  # the call falls back; the next call tries to start it again
+                logger.exception("The vLLM judge engine for %s did not start again", self.model)
+                self.close()
+                detail += f"; starting it again failed ({type(start_error).__name__}: {start_error})"
+                break
+        logger.error("The vLLM judge engine for %s is down after %d restart(s): %d prompts unanswered",
+                     self.model, restarts, len(batch))
+        prompt_tokens = [len(prompt["prompt_token_ids"]) for prompt in batch]
+        for index, length in zip(positions, prompt_tokens):
+            outputs[index] = JudgeOutput(
+                text=None, prompt_tokens=length, error=UNAVAILABLE, detail=detail, request_retries=restarts
+            )
+        return [], restarts
 
     def verdict_logprobs(
         self, prompts: list[Messages], verdict_tokens: Sequence[str], top_k: int = 20
@@ -189,11 +266,13 @@ class VLLMEngine(JudgeEngine):
         if fitting:
             params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=top_k)
             batch = [TokensPrompt(prompt_token_ids=ids) for _, ids in fitting]
-            for (index, ids), result in zip(fitting, self._llm.generate(batch, params, use_tqdm=False)):
+            results, restarts = self._generate_with_restarts(batch, params, [index for index, _ in fitting], outputs)
+            for (index, ids), result in zip(fitting, results):
                 returned = result.outputs[0].logprobs[0]  # {token id: Logprob} at the first answer position
                 outputs[index] = JudgeOutput(
                     text=None,
                     prompt_tokens=len(ids),
+                    request_retries=restarts,
                     verdict_logprobs={
                         token: returned[token_id].logprob
                         for token, token_id in zip(verdict_tokens, token_ids)
