@@ -230,6 +230,29 @@ def test_embedded_defaults_without_config(grpo_recipe):
         grpo_recipe.parse_args(["--judge_backend", "openai"])
 
 
+def test_the_miniature_demo_keeps_what_the_user_sets(grpo_recipe, tmp_path):
+    # The README's first command with an option of the user's: the demo fills in only what the command line (or its
+    # --config) leaves unset, and lays the user's reward_kwargs over its own (its language check stays).
+    from trl_grrm.embedded import embedded_default_setup
+
+    cache = ["--policy_cache_dir", str(tmp_path)]
+    argv, policy = embedded_default_setup(cache)
+    script_args, _, model_args = grpo_recipe.parse_args(argv)
+    assert model_args.model_name_or_path == policy and script_args.judge.backend == "vllm"
+    demo_extractor = script_args.reward_kwargs["extractor"]
+    assert demo_extractor == "trl_grrm.mini.task:berun_words" and script_args.judge_preset == "default"
+
+    mine = [*cache, "--judge_preset", "paper", "--reward_kwargs", '{"subgroup_coverage": 4}']
+    script_args, _, _ = grpo_recipe.parse_args(embedded_default_setup(mine)[0])
+    assert script_args.judge_preset == "paper"
+    assert script_args.reward_kwargs == {"extractor": demo_extractor, "subgroup_coverage": 4}
+
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({"reward_kwargs": {"extractor": "last_line"}, "prompt_style": "codeblock"}))
+    script_args, _, _ = grpo_recipe.parse_args(embedded_default_setup([*cache, "--config", str(config)])[0])
+    assert script_args.reward_kwargs == {"extractor": "last_line"} and script_args.prompt_style == "codeblock"
+
+
 @pytest.mark.parametrize("name", ["rlvr_grrm_full.yaml", "rlvr_grrm_lora.yaml"])
 def test_rlvr_configs_use_the_official_optimiser_and_no_vllm_correction(name):
     rlvr = load_recipe("rlvr_grrm")

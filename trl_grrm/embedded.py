@@ -73,7 +73,7 @@ def embedded_default_setup(argv: list[str]) -> tuple[list[str], str | None]:
         from .mini.demo import demo_arguments
 
         demo = demo_arguments(option_from_argv_or_config(argv, "policy_cache_dir"))
-        return [*argv, *demo], demo[1]
+        return [*argv, *_demo_options_not_set(argv, demo)], demo[1]
     warmup = option_from_argv_or_config(argv, "policy_warmup_steps")
     path = prepare_tiny_policy(
         option_from_argv_or_config(argv, "policy_cache_dir"),
@@ -83,13 +83,31 @@ def embedded_default_setup(argv: list[str]) -> tuple[list[str], str | None]:
     return [*argv, "--model_name_or_path", path], path
 
 
+def _demo_options_not_set(argv: list[str], demo: list[str]) -> list[str]:
+    """The demo's ``--option value`` pairs that the command line and its ``--config`` leave unset, so that what the
+    user sets wins (a later flag would override theirs). ``--reward_kwargs`` is the exception: the user's mapping is
+    laid over the demo's, which keeps the demo's language check unless the user names an ``extractor``."""
+    from .scripts.parsing import option_from_argv_or_config
+
+    kept: list[str] = []
+    for flag, value in zip(demo[::2], demo[1::2]):
+        users = option_from_argv_or_config(argv, flag[2:])
+        if users is None:
+            kept += [flag, value]
+        elif flag == "--reward_kwargs":
+            users = (json.loads(users) if users.strip() else {}) if isinstance(users, str) else dict(users)
+            kept += [flag, json.dumps({**json.loads(value), **users})]
+    return kept
+
+
 def names_judge_or_data(argv: list[str]) -> bool:
     """Whether the command line (or its ``--config``) names a judge or a dataset. When it names neither (nor a
     model), the embedded default is the miniature demo of :mod:`trl_grrm.mini.demo`: the shipped policy and GRRM
     judge on the synthetic Aklan -> Berun task."""
     from .scripts.parsing import option_from_argv_or_config
 
-    if any(arg.startswith("--judge") for arg in argv):
+    # --judge_preset picks the reward's settings, not a judge: the demo takes it like any other option.
+    if any(arg.startswith("--judge") and not arg.startswith("--judge_preset") for arg in argv):
         return True
     return any(option_from_argv_or_config(argv, name) is not None for name in ("judge", "dataset_name"))
 
