@@ -242,9 +242,11 @@ def test_the_miniature_demo_keeps_what_the_user_sets(grpo_recipe, tmp_path):
     demo_extractor = script_args.reward_kwargs["extractor"]
     assert demo_extractor == "trl_grrm.mini.task:berun_words" and script_args.judge_preset == "default"
 
-    mine = [*cache, "--judge_preset", "paper", "--reward_kwargs", '{"subgroup_coverage": 4}']
-    script_args, _, _ = grpo_recipe.parse_args(embedded_default_setup(mine)[0])
-    assert script_args.judge_preset == "paper"
+    mine = [*cache, "--judge_preset", "paper", "--judge_on", "main_process",
+            "--reward_kwargs", '{"subgroup_coverage": 4}']
+    script_args, _, model_args = grpo_recipe.parse_args(embedded_default_setup(mine)[0])
+    assert model_args.model_name_or_path == policy  # still the demo: these set the reward, not the judge
+    assert script_args.judge_preset == "paper" and script_args.judge_on == "main_process"
     assert script_args.reward_kwargs == {"extractor": demo_extractor, "subgroup_coverage": 4}
 
     config = tmp_path / "mine.yaml"

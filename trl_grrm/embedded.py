@@ -106,8 +106,9 @@ def names_judge_or_data(argv: list[str]) -> bool:
     judge on the synthetic Aklan -> Berun task."""
     from .scripts.parsing import option_from_argv_or_config
 
-    # --judge_preset picks the reward's settings, not a judge: the demo takes it like any other option.
-    if any(arg.startswith("--judge") and not arg.startswith("--judge_preset") for arg in argv):
+    # --judge_preset and --judge_on set how the reward uses its judge, not which judge: the demo takes them like any
+    # other option.
+    if any(arg.startswith("--judge") and not arg.startswith(("--judge_preset", "--judge_on")) for arg in argv):
         return True
     return any(option_from_argv_or_config(argv, name) is not None for name in ("judge", "dataset_name"))
 
