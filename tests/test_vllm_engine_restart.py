@@ -32,6 +32,14 @@ def engine_processes(name: str) -> list:
     return [p for p in psutil.Process().children(recursive=True) if name in p.name()]
 
 
+def kill_engine_core():
+    """SIGKILL the engine core between calls and wait until it is gone; returns the dead process."""
+    [core] = engine_processes("VLLM::EngineCore")
+    core.kill()
+    core.wait(30)
+    return core
+
+
 def generate_within_deadline(engine: VLLMEngine, prompts, sampling, after_s: float = 1.0, disturb=None):
     """``engine.generate`` in a thread, calling ``disturb()`` (a kill, a stall) ``after_s`` into it."""
     done: dict = {}
@@ -71,9 +79,7 @@ def restarts(engine):
 
 
 def test_engine_killed_between_calls_is_started_again_and_answers(engine, undisturbed):
-    [dead] = engine_processes("VLLM::EngineCore")
-    dead.kill()
-    dead.wait(30)
+    dead = kill_engine_core()
     outputs = engine.generate(*LONG_CALL)
     assert [o.text for o in outputs] == undisturbed
     assert {o.request_retries for o in outputs} == {1}  # one restart, counted on every answer of the call
@@ -85,9 +91,7 @@ def test_verdict_logprobs_of_a_restarted_engine_are_those_of_the_first(engine):
     # The pairwise (GRAM) judges' call goes through the same restart.
     prompts, verdicts = LONG_CALL[0][:4], ("A", "B")
     before = engine.verdict_logprobs(prompts, verdicts)
-    [core] = engine_processes("VLLM::EngineCore")
-    core.kill()
-    core.wait(30)
+    kill_engine_core()
     after = engine.verdict_logprobs(prompts, verdicts)
     assert [o.request_retries for o in after] == [1] * len(prompts)
     for old, new in zip(before, after):
@@ -145,9 +149,7 @@ def test_reward_function_falls_back_or_raises_when_the_judge_engine_stays_dead(
         judge_model=tiny_model_dir, engine=engine, num_generations=4, max_judge_tokens=32,
         unjudged_reward=UNJUDGED_REWARD, on_judge_unavailable=on_unavailable,
     )
-    [core] = engine_processes("VLLM::EngineCore")
-    core.kill()
-    core.wait(30)
+    kill_engine_core()
     if on_unavailable == "raise":
         with pytest.raises(RuntimeError, match="judge engine unavailable.*EngineDeadError"):
             call(reward, GROUPS)
