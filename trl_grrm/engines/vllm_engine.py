@@ -212,8 +212,14 @@ class VLLMEngine(JudgeEngine):
         while True:
             try:
                 return self._llm.generate(batch, params, use_tqdm=False), restarts
-            except EngineDeadError as error:
-                detail = f"the vLLM engine died ({type(error).__name__}: {error})"
+            except Exception as error:
+                # A call that meets vLLM's shutdown of a dead engine half-way fails on its closed sockets (ZMQError)
+                # instead of with EngineDeadError; the client's own flag says which it was.
+                resources = getattr(self._llm.llm_engine.engine_core, "resources", None)
+                if not (isinstance(error, EngineDeadError) or getattr(resources, "engine_dead", False)):
+                    raise
+                met_as = "" if isinstance(error, EngineDeadError) else f", met as {type(error).__name__}"
+                detail = f"the vLLM engine died (EngineDeadError{met_as}: {error})"
             if restarts == self.max_engine_restarts:
                 break
             restarts += 1
