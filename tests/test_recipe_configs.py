@@ -249,6 +249,11 @@ def test_the_miniature_demo_keeps_what_the_user_sets(grpo_recipe, tmp_path):
     assert script_args.judge_preset == "paper" and script_args.judge_on == "main_process"
     assert script_args.reward_kwargs == {"extractor": demo_extractor, "subgroup_coverage": 4}
 
+    # given twice, the last --reward_kwargs counts for the demo's merge as it does for argparse
+    twice = [*cache, "--reward_kwargs", '{"subgroup_coverage": 4}', "--reward_kwargs={\"subgroup_coverage\": 3}"]
+    script_args, _, _ = grpo_recipe.parse_args(embedded_default_setup(twice)[0])
+    assert script_args.reward_kwargs == {"extractor": demo_extractor, "subgroup_coverage": 3}
+
     config = tmp_path / "mine.yaml"
     config.write_text(yaml.safe_dump({"reward_kwargs": {"extractor": "last_line"}, "prompt_style": "codeblock"}))
     script_args, _, _ = grpo_recipe.parse_args(embedded_default_setup([*cache, "--config", str(config)])[0])

@@ -311,17 +311,21 @@ def parse_with_config(
 
 
 def option_from_argv_or_config(argv: Sequence[str], name: str) -> Any:
-    """The value of ``--name`` on the command line, else the ``name`` key of its ``--config`` YAML, else ``None``.
+    """The value of ``--name`` on the command line (its last occurrence, as argparse keeps), else the ``name`` key of
+    its ``--config`` YAML, else ``None``.
 
     For the few options a script must know before its real parse (which depends on them): ``trainer`` picks the
     config class, ``model_name_or_path`` decides whether the embedded default policy is built.
     """
     flag = f"--{name}"
-    for index, arg in enumerate(argv):
+    value = None
+    for index, arg in enumerate(argv):  # the last occurrence wins, as in argparse
         if arg == flag and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
+            value = argv[index + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    if value is not None:
+        return value
     if "--config" in argv and list(argv).index("--config") + 1 < len(argv):
         import yaml
 
