@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=777, help="seed of the sources (unseen by the pipeline's stages)")
+    parser.add_argument("--candidate_orders", type=int, default=1,
+                        help="orders each group of at most 4 is shown in (the reward's candidate_orders)")
     args = parser.parse_args()
     if args.policy is None or args.judge is None:
         shipped = materialize_assets()  # the demo's cache
@@ -53,7 +55,8 @@ def main() -> None:
     samples = generate_translations(AutoModelForCausalLM.from_pretrained(args.policy),
                                     AutoTokenizer.from_pretrained(args.policy), sources, 0.7, args.samples, seed=3)
     rows = [(source, text or "") for source, texts in zip(sources, samples) for text in texts]
-    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check="whole")
+    orders = {"candidate_orders": args.candidate_orders} if args.style == "gqm" else {}
+    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check="whole", **orders)
     completions = [[{"role": "assistant", "content": text}] for _, text in rows]
     oracle_rewards = oracle_reward(completions, [source for source, _ in rows])
     try:
@@ -94,7 +97,8 @@ def main() -> None:
             by_oracle[oracle].append(judged - oracle)
     count = max(len(differences), 1)
     print(json.dumps({
-        "judge": args.judge, "style": args.style, "distinct_candidates": len(differences),
+        "judge": args.judge, "style": args.style, "candidate_orders": args.candidate_orders,
+        "distinct_candidates": len(differences),
         "pairwise_accuracy": round(agree / max(separated, 1), 3), "separated_pairs": separated,
         "mean_judged_minus_oracle": round(sum(differences) / count, 2),
         "overrated_by_2_or_more": round(sum(d >= 2 for d in differences) / count, 3),

@@ -9,6 +9,7 @@ import pytest
 
 from trl_grrm.comparisons import (
     bradley_terry_fit,
+    candidate_orders,
     default_num_pairs,
     fit_subgroup_scores,
     plackett_luce_fit,
@@ -60,6 +61,33 @@ def is_connected(n, groups):
 
 def sigmoid(x):
     return 1.0 / (1.0 + math.exp(-x))
+
+
+# --- orders of a whole group ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 6, 11])
+def test_candidate_orders_are_permutations_distinct_while_any_are_left(n, count):
+    orders = candidate_orders(n, count)
+    assert len(orders) == count and orders[0] == list(range(n))
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    distinct = {tuple(order) for order in orders}
+    assert len(distinct) == min(count, 2 * n if n > 2 else n)  # rotations and their reverses, then repeats
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+@pytest.mark.parametrize("count", [2, 4, 6])
+def test_an_even_number_of_orders_puts_every_candidate_on_the_middle_slot_on_average(n, count):
+    orders = candidate_orders(n, count)
+    mean_slot = [sum(order.index(c) for order in orders) / count for c in range(n)]
+    assert mean_slot == pytest.approx([(n - 1) / 2] * n)
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True])
+def test_candidate_orders_refuses_a_count_that_is_not_a_positive_integer(count):
+    with pytest.raises(ValueError, match="count"):
+        candidate_orders(4, count)
 
 
 # --- pairs ------------------------------------------------------------------------------------------------------------

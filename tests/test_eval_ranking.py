@@ -119,7 +119,8 @@ def test_gqm_judge_exact_accuracy_with_permutations(ranking_file, server, tmp_pa
             # scores come back in the stored order whatever the order shown
             assert evaluation["scores"] == [len(text) % 11 for text in row["mt_texts"]]
     assert result["args"]["permutations"] == 3 and result["judge"] == {
-        "name": "gqm", "ranking_mismatch": "count", "max_candidates_per_call": 4, "subgroup_coverage": 2}
+        "name": "gqm", "ranking_mismatch": "count", "max_candidates_per_call": 4, "subgroup_coverage": 2,
+        "candidate_orders": 1}
 
     assert_png(out.with_suffix(".png"))
     printed = capsys.readouterr().out

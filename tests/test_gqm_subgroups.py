@@ -1,4 +1,5 @@
-"""Groups of any size for the GQM judge: overlapping subgroups of at most 4, one fitted 0-10 score per candidate."""
+"""Groups of any size for the GQM judge: overlapping subgroups of at most 4, one fitted 0-10 score per candidate;
+small groups shown whole in several orders (``candidate_orders``)."""
 
 import json
 import logging
@@ -290,22 +291,170 @@ def test_grpo_with_eight_generations_judges_every_group_in_subgroups(tiny_model_
     assert num_requests == sum(len(r["attempts"]) for r in records)
 
 
+@pytest.mark.slow
+def test_grpo_with_two_orders_judges_every_group_twice_reversed(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trl_grrm.formats import build_mt_prompt
+    from trl_grrm.testing.judge_server import JudgeServer, length_score
+
+    sources = [f"Sentence number {i} is here." for i in range(4)]
+    data = Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": build_mt_prompt(s, "en", "de")}] for s in sources],
+        "src_text": sources, "src_lang": ["en"] * 4, "trg_lang": ["de"] * 4,
+    })  # fmt: skip
+    audit = tmp_path / "audit.jsonl"
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+        max_steps=2, logging_steps=1, learning_rate=0.05, use_cpu=True, report_to="none", save_strategy="no", seed=7,
+        temperature=1.5,
+    )
+    with JudgeServer() as server:
+        judge = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=server.base_url,
+                                            extractor="full", audit_log_path=str(audit), candidate_orders=2)
+        trainer = GRPOTrainer(model=tiny_model_dir, reward_funcs=[judge], args=args, train_dataset=data)
+        trainer.train()
+        num_requests = len(server.requests)
+
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert len(records) == 4  # two groups of 4 per step, 2 steps
+    for record in records:
+        distinct = len(record["candidates"])
+        assert record["unjudged_reason"] is None, record["unjudged_reason"]
+        assert [a["candidates"] for a in record["attempts"]] == [list(range(distinct)), list(range(distinct))[::-1]]
+        truth = [length_score("", text) for text in record["candidates"]]  # the same in both orders: the mean
+        assert record["rewards"] == pytest.approx([0.1 * truth[m] for m in record["completion_candidate"]])
+    assert num_requests == 2 * len(records)
+
+
 # -- eval-ranking --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("per_call", "requests"), [("4", 3), ("0", 1)])
-def test_eval_ranking_splits_a_group_of_six_unless_told_not_to(per_call, requests, tmp_path):
+def eval_ranking_one_group(tmp_path, texts, *flags):
+    """``trl-grrm eval-ranking`` on one group against the local test server (which scores len % 11): the exit code,
+    the prompts the server got, and the results file."""
     from trl_grrm.cli import main as cli_main
     from trl_grrm.testing.judge_server import JudgeServer
 
-    texts = ["a" * length for length in (3, 1, 6, 2, 5, 4)]  # the server scores len % 11: all distinct
     data = tmp_path / "ranking.jsonl"
     data.write_text(json.dumps({"src_text": "s", "src_lang": "en", "trg_lang": "de", "mt_texts": texts,
                                 "scores": [len(t) for t in texts]}) + "\n")  # fmt: skip
     out = tmp_path / "out.json"
     with JudgeServer() as server:
         rc = cli_main(["eval-ranking", "--dataset", str(data), "--output", str(out), "--no-progress", "--backend",
-                       "openai", "--model", "judge", "--base-url", server.base_url,
-                       "--max-candidates-per-call", per_call])  # fmt: skip
-        assert rc == 0 and len(server.requests) == requests  # ceil(2 * 6 / 4) = 3 subgroups, or one prompt
-    assert json.loads(out.read_text())["metrics"]["overall"]["accuracy"] == 1.0
+                       "openai", "--model", "judge", "--base-url", server.base_url, *flags])  # fmt: skip
+        prompts = [request["prompt"] for request in server.requests]
+    return rc, prompts, json.loads(out.read_text()) if rc == 0 else None
+
+
+@pytest.mark.parametrize(("per_call", "requests"), [("4", 3), ("0", 1)])
+def test_eval_ranking_splits_a_group_of_six_unless_told_not_to(per_call, requests, tmp_path):
+    texts = ["a" * length for length in (3, 1, 6, 2, 5, 4)]  # all distinct scores
+    rc, prompts, result = eval_ranking_one_group(tmp_path, texts, "--max-candidates-per-call", per_call)
+    assert rc == 0 and len(prompts) == requests  # ceil(2 * 6 / 4) = 3 subgroups, or one prompt
+    assert result["metrics"]["overall"]["accuracy"] == 1.0
+
+
+# -- small groups shown in several orders (candidate_orders) --------------------------------------------------------
+
+
+def slot_biased_judge(prompt: str, attempt: int, sampling) -> str:
+    """A judge that adds 3, 2, 1, 0 points to the true quality of whoever it sees in slots A, B, C, D."""
+    shown = parse_gqm_prompt(prompt).candidates
+    return format_gqm_answer("ok", {"ABCD"[i]: quality(text) + 3 - i for i, text in enumerate(shown)})
+
+
+def test_two_orders_cancel_a_judge_s_preference_for_early_slots():
+    candidates = ["cand-0 q3", "cand-1 q5", "cand-2 q6", "cand-3 q4"]  # shown as stored, slot A beats better ones
+    one_order = judge_group(GQMJudge(), ScriptedEngine(slot_biased_judge), candidates)
+    assert one_order.scores == [6, 7, 7, 4]  # the bias has reordered the group
+    engine = ScriptedEngine(slot_biased_judge)
+    two_orders = judge_group(GQMJudge(candidate_orders=2), engine, candidates)
+    shown = [parse_gqm_prompt(p).candidates for p in engine.prompts]
+    assert shown == [candidates, candidates[::-1]] and engine.calls == 1  # both orders in one batched engine call
+    # every candidate sat once in slot s and once in 3 - s: its mean is its quality + 1.5
+    assert two_orders.scores == pytest.approx([3 + 1.5, 5 + 1.5, 6 + 1.5, 4 + 1.5])
+
+
+# qualities low enough that the slot bias keeps every score within 0-10
+LOW = ["cand-0 q3", "cand-1 q7", "cand-2 q1", "cand-3 q5"]
+
+
+def test_orders_follow_the_shown_order_and_map_scores_back_to_their_candidates():
+    order = [2, 0, 3, 1]
+    engine = ScriptedEngine(slot_biased_judge)
+    task = judge_group(GQMJudge(candidate_orders=4), engine, LOW, order)
+    shown = [parse_gqm_prompt(p).candidates for p in engine.prompts]
+    assert shown[0] == [LOW[i] for i in order] and shown[1] == shown[0][::-1] and len(shown) == 4
+    assert task.scores == pytest.approx([3 + 1.5, 7 + 1.5, 1 + 1.5, 5 + 1.5])
+
+
+def test_an_order_that_never_parses_is_left_out_of_the_mean():
+    candidates = LOW[:3]
+
+    def reversed_order_fails(prompt, attempt, sampling):
+        if parse_gqm_prompt(prompt).candidates == candidates[::-1]:
+            return "I cannot decide."
+        return slot_biased_judge(prompt, attempt, sampling)
+
+    task = judge_group(GQMJudge(candidate_orders=2), ScriptedEngine(reversed_order_fails), candidates, retries=1)
+    assert task.failure is None and task.scores == [3 + 3, 7 + 2, 1 + 1]  # the stored order's answer alone
+    assert [r.failure for r in task.requests] == [None, "parse_failed"]
+    failed = judge_group(GQMJudge(candidate_orders=2), ScriptedEngine(lambda p, a, s: "no scores"), candidates)
+    assert failed.scores is None and failed.failure == "parse_failed"
+
+
+def test_orders_leave_groups_that_are_split_into_subgroups_alone():
+    engine = ScriptedEngine(true_quality_judge)
+    judge_group(GQMJudge(candidate_orders=2), engine, CANDIDATES)
+    shown = [parse_gqm_prompt(p).candidates for p in engine.prompts]
+    assert shown == [[CANDIDATES[i] for i in subgroup] for subgroup in subgroup_schedule(8, 4, 2, seed=0)]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"candidate_orders": 0}, "candidate_orders must be"),
+    ({"candidate_orders": 2, "judge_style": "sqm"}, "candidate_orders applies to the GQM judge"),
+])  # fmt: skip
+def test_bad_order_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GroupRelativeRewardConfig(judge_model="j", backend="openai", base_url="http://127.0.0.1:1/v1", **kwargs)
+    if "judge_style" not in kwargs:
+        with pytest.raises(ValueError, match=message):
+            GQMJudge(**kwargs)
+
+
+def test_reward_with_two_orders_is_the_mean_and_the_audit_names_each_order(tmp_path):
+    candidates = ["cand-0 q3", "cand-1 q5", "cand-2 q6", "cand-3 q4"]
+    audit = tmp_path / "audit.jsonl"
+    reward = make_reward(ScriptedEngine(slot_biased_judge), num_generations=4, candidate_orders=2,
+                         audit_log_path=str(audit))  # fmt: skip
+    rewards, metrics = reward_call(reward, candidates)
+    assert rewards == pytest.approx([0.1 * (q + 1.5) for q in (3, 5, 6, 4)])
+    assert metrics["grrm_judge/judge_calls"] == 2 and metrics["grrm_judge/unjudged_groups"] == 0
+    [record] = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [a["candidates"] for a in record["attempts"]] == [[0, 1, 2, 3], [3, 2, 1, 0]]
+    for attempt in record["attempts"]:  # the scores each order gave, by letter
+        assert list(attempt["scores"].values()) == [(3, 5, 6, 4)[c] + 3 - s for s, c in enumerate(attempt["candidates"])]
+
+
+def test_reward_counts_an_order_that_never_parsed_and_scores_from_the_other():
+    def reversed_order_fails(prompt, attempt, sampling):
+        if parse_gqm_prompt(prompt).candidates == LOW[::-1]:
+            return "I cannot decide."
+        return slot_biased_judge(prompt, attempt, sampling)
+
+    reward = make_reward(ScriptedEngine(reversed_order_fails), num_generations=4, candidate_orders=2,
+                         max_parse_retries=0)  # fmt: skip
+    rewards, metrics = reward_call(reward, LOW)
+    assert rewards == pytest.approx([0.1 * (q + 3 - slot) for slot, q in enumerate((3, 7, 1, 5))])
+    assert metrics["grrm_judge/failed_subgroups"] == 1 and metrics["grrm_judge/unjudged_groups"] == 0
+
+
+def test_eval_ranking_with_two_orders_sends_two_prompts_a_group(tmp_path):
+    texts = ["a" * length for length in (3, 1, 4)]
+    rc, prompts, result = eval_ranking_one_group(tmp_path, texts, "--candidate_orders", "2")
+    assert rc == 0 and len(prompts) == 2
+    shown = [parse_gqm_prompt(prompt).candidates for prompt in prompts]
+    assert sorted(shown) == sorted([texts, texts[::-1]])  # sent side by side: in either order
+    assert result["metrics"]["overall"]["accuracy"] == 1.0 and result["judge"]["candidate_orders"] == 2

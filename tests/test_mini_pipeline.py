@@ -99,6 +99,34 @@ def test_grpo_kwargs_reach_the_gspo_config_and_its_cache_key(tmp_path, monkeypat
     assert pipeline._stage_key(config, "judge_eval") == pipeline._stage_key(plain, "judge_eval")
 
 
+def test_grpo_judge_orders_reach_the_gqm_reward_and_only_its_cache_key(tmp_path, monkeypatch):
+    import trl_grrm.trainers as trainers
+
+    class Stop(Exception):
+        pass
+
+    def config_stop(**kwargs):
+        raise Stop
+
+    asked = {}
+    monkeypatch.setattr(trainers, "GSPOConfig", config_stop)
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "judge_reward", lambda judge, style, *args, **options: asked.update({style: options}))
+    config = MiniReproConfig(output_dir=str(tmp_path), grpo_judge_orders=2)
+    inputs = {"policy_sft": {"model": str(tmp_path)}, "heldout_sources": sample_sources(3, 0),
+              "judge_rlvr": {"model": "gqm-judge"}, "sqm_sft": {"model": "sqm-judge"}}  # fmt: skip
+    for reward in ("gqm", "sqm"):
+        with pytest.raises(Stop):
+            pipeline.run_grpo(config, tmp_path, inputs, reward)
+    assert asked == {"gqm": {"candidate_orders": 2}, "sqm": {}}
+    plain = MiniReproConfig(output_dir=str(tmp_path))
+    assert pipeline._stage_key(config, "grpo_gqm") != pipeline._stage_key(plain, "grpo_gqm")
+    for stage in ("grpo_sqm", "grpo_oracle", "judge_eval"):
+        assert pipeline._stage_key(config, stage) == pipeline._stage_key(plain, stage)
+    with pytest.raises(ValueError, match="grpo_judge_orders"):
+        MiniReproConfig(grpo_judge_orders=0)
+
+
 def test_judge_rewards_check_the_language_before_asking_the_judge():
     from trl_grrm.mini.task import berun_text
 
@@ -106,6 +134,7 @@ def test_judge_rewards_check_the_language_before_asking_the_judge():
     assert checked._extract is berun_text and checked.config.invalid_completion_reward == 0.0
     assert checked._extract("talu velomi qq") is None
     assert pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="off")._extract("talu qq") == "talu qq"
+    assert pipeline.judge_reward("judge", "gqm", "vllm", 4, candidate_orders=2)._judge.candidate_orders == 2
     lenient = pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="filter")
     assert lenient._extract("talu qq velomi") == "talu velomi" and lenient._extract("qq") is None
     assert lenient._extract("zeli\nzeli gara") == "zeli zeli gara"

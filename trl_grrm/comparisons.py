@@ -4,7 +4,8 @@ A pairwise judge (GRAM, GRAM-R²) compares two candidates; the GQM judge scores 
 candidates at once. To score a group of any size, the caller judges small pieces and this module puts them together:
 
 - which pieces to judge: :func:`round_robin_pairs`, :func:`sampled_comparison_graph`, :func:`reference_pairs` for
-  pairwise judges, :func:`subgroup_schedule` for GQM subgroups;
+  pairwise judges, :func:`subgroup_schedule` for GQM subgroups, :func:`candidate_orders` for a small group shown
+  whole in several orders;
 - one strength per candidate: :func:`bradley_terry_fit` (soft pairwise outcomes) and :func:`plackett_luce_fit`
   (scored subgroups, ties allowed);
 - back onto a reward scale: :func:`strengths_to_win_rates` ([0, 1], comparable with a round-robin mean win
@@ -523,6 +524,32 @@ def subgroup_schedule(n: int, k: int = 4, coverage: int = 2, seed: int | np.rand
         # One least-used representative from each of up to k pieces, topped up to k members.
         representatives = [min(group, key=lambda v: (appearances[v], rng.random())) for group in pieces.values()]
         schedule.append(draw(representatives[:k]))
+
+
+def candidate_orders(n: int, count: int = 1) -> list[list[int]]:
+    """``count`` orders in which to show all ``n`` candidates of a group, in slot order: the stored order, its
+    reverse, then each rotation of the stored order followed by its reverse.
+
+    With an even ``count`` every candidate's mean slot is the middle one, so a judge's preference that grows or
+    falls along the slots (A over D, say) adds the same to every candidate's mean score. No order repeats while
+    distinct ones are left (``n = 2`` has two); after that the list starts again from the stored order.
+
+    Example:
+        >>> candidate_orders(4, 4)
+        [[0, 1, 2, 3], [3, 2, 1, 0], [1, 2, 3, 0], [0, 3, 2, 1]]
+        >>> candidate_orders(2, 3)
+        [[0, 1], [1, 0], [0, 1]]
+    """
+    _check_size(n)
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"count (orders) must be a positive integer, got {count!r}")
+    distinct: list[list[int]] = []
+    for shift in range(n):
+        rotated = [*range(shift, n), *range(shift)]
+        for order in (rotated, rotated[::-1]):
+            if order not in distinct:
+                distinct.append(order)
+    return [list(distinct[i % len(distinct)]) for i in range(count)]
 
 
 def _equitable_slots(schedule: list[list[int]], n: int, k: int) -> list[list[int]]:

@@ -659,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "group in one prompt). Default 4, the largest group GRRM was trained on.")  # fmt: skip
     judge.add_argument("--subgroup_coverage", type=int, default=2,
                        help="gqm: subgroups each candidate appears in when a group is split (>= 2). Default 2.")
+    judge.add_argument("--candidate_orders", type=int, default=1,
+                       help="gqm: orders in which a group that fits one prompt is shown, each candidate scored by "
+                       "its mean over them, as the reward's candidate_orders (unlike --permutations, one verdict "
+                       "per group). Default 1.")  # fmt: skip
     judge.add_argument("--ranking_mismatch", choices=["count", "fail"], default="count",
                        help="gqm: an answer whose ranking line contradicts its scores is only recorded (count) or "
                        "treated as unparsable (fail).")  # fmt: skip
@@ -726,7 +730,8 @@ def build_engine(args: argparse.Namespace) -> JudgeEngine:
 
 def _subgroup_settings(args: argparse.Namespace) -> dict[str, Any]:
     per_call = args.max_candidates_per_call
-    return {"max_candidates_per_call": per_call or None, "subgroup_coverage": args.subgroup_coverage}
+    return {"max_candidates_per_call": per_call or None, "subgroup_coverage": args.subgroup_coverage,
+            "candidate_orders": args.candidate_orders}  # fmt: skip
 
 
 def _check_args(args: argparse.Namespace) -> None:

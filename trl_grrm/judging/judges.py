@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..comparisons import fit_subgroup_scores, subgroup_schedule, subgroups_connected
+from ..comparisons import candidate_orders, fit_subgroup_scores, subgroup_schedule, subgroups_connected
 from ..engines.base import JudgeOutput, Messages
 from ..formats.gemba_sqm import GembaSQMParseError, build_gemba_sqm_prompt, parse_gemba_sqm_output
 from ..formats.gqm import CANDIDATE_IDS, GQMParseError, build_gqm_prompt, parse_gqm_output
@@ -51,6 +51,12 @@ class GQMJudge(JudgeFormat):
     exactly one call and the judge's own integer scores. Coverage 2 is the least that keeps the group connected
     (one appearance each splits it into unrelated calls); 3 costs 50% more calls and averages out more judge noise.
 
+    ``candidate_orders`` does the same for the groups judged in one prompt: each is shown whole in that many orders
+    (:func:`~trl_grrm.comparisons.candidate_orders`: the given order, its reverse, then rotations), one prompt per
+    order, and each candidate's score is the mean of its scores over the orders that were judged, on the judge's
+    0-10 scale. With 2 (or any even number) every candidate's mean slot is the same, so a judge that prefers early
+    or late slots no longer favours whoever it happens to see there. Calls per group: ``candidate_orders``.
+
     A subgroup whose answer never parses (after the re-asks) is dropped: the group is still judged when the judged
     subgroups cover and connect every candidate, otherwise it is unjudged with the most telling reason of the failed
     subgroups. ``ranking_agrees`` of a group is ``False`` when any judged subgroup's ranking line disagrees with its
@@ -65,6 +71,8 @@ class GQMJudge(JudgeFormat):
         [3, 9]
         >>> GQMJudge().schedule(8)  # two subgroups per candidate, each candidate in slots A-D at most once
         [[1, 5, 4, 3], [0, 6, 7, 2], [4, 0, 2, 5], [7, 1, 3, 6]]
+        >>> GQMJudge(candidate_orders=2).schedule(3)  # a small group, shown in two orders
+        [[0, 1, 2], [2, 1, 0]]
     """
 
     name = "gqm"
@@ -78,6 +86,7 @@ class GQMJudge(JudgeFormat):
         max_candidates_per_call: int | None = GQM_TRAINED_MAX_CANDIDATES,
         subgroup_coverage: int = 2,
         subgroup_seed: int = 0,
+        candidate_orders: int = 1,
     ) -> None:
         if ranking_mismatch not in ("count", "fail"):
             raise ValueError(f"ranking_mismatch must be 'count' or 'fail', got {ranking_mismatch!r}")
@@ -87,23 +96,26 @@ class GQMJudge(JudgeFormat):
             )
         if not isinstance(subgroup_coverage, int) or subgroup_coverage < 2:
             raise ValueError(f"subgroup_coverage must be an integer >= 2, got {subgroup_coverage!r}")
+        if not isinstance(candidate_orders, int) or isinstance(candidate_orders, bool) or candidate_orders < 1:
+            raise ValueError(f"candidate_orders must be an integer >= 1, got {candidate_orders!r}")
         self.ranking_mismatch = ranking_mismatch
         self.language_names = dict(language_names) if language_names else None
         self.max_candidates_per_call = max_candidates_per_call
         self.subgroup_coverage = subgroup_coverage
         self.subgroup_seed = subgroup_seed
+        self.candidate_orders = candidate_orders
         # With subgroups any group size works; without, the A-Z ids are the limit.
         self.max_candidates = None if max_candidates_per_call is not None else len(CANDIDATE_IDS)
         self._schedules: dict[int, list[list[int]]] = {}
         self._warned_untrained_size = False
 
     def schedule(self, num_candidates: int) -> list[list[int]]:
-        """The shown positions each prompt covers, in slot order (one list of all positions when one call takes
-        the group). Fixed per group size, so prompts and answers always agree."""
+        """The shown positions each prompt covers, in slot order (all positions, in ``candidate_orders`` orders,
+        when the group fits one call). Fixed per group size, so prompts and answers always agree."""
         if num_candidates not in self._schedules:
             k = self.max_candidates_per_call
             if k is None or num_candidates <= k:
-                self._schedules[num_candidates] = [list(range(num_candidates))]
+                self._schedules[num_candidates] = candidate_orders(num_candidates, self.candidate_orders)
             else:
                 self._schedules[num_candidates] = subgroup_schedule(
                     num_candidates, k, self.subgroup_coverage, self.subgroup_seed
@@ -151,11 +163,18 @@ class GQMJudge(JudgeFormat):
 
     def combine(self, parsed: list[Any], num_candidates: int) -> list[float]:
         schedule = self.schedule(num_candidates)
-        if len(schedule) == 1:
-            if parsed[0] is None:
-                raise JudgeAnswerError("the group's only prompt got no judgment")
-            return list(parsed[0]["scores"])  # the judge's own scores, untouched
         judged = [(positions, answer) for positions, answer in zip(schedule, parsed) if answer is not None]
+        if len(schedule[0]) == num_candidates:  # the whole group in every prompt, in one order or several
+            if not judged:
+                raise JudgeAnswerError(
+                    "the group's only prompt got no judgment"
+                    if len(schedule) == 1
+                    else f"none of the group's {len(schedule)} orders got a judgment"
+                )
+            if len(schedule) == 1:
+                return list(parsed[0]["scores"])  # the judge's own scores, untouched
+            by_position = [dict(zip(positions, answer["scores"])) for positions, answer in judged]
+            return [sum(scores[p] for scores in by_position) / len(by_position) for p in range(num_candidates)]
         if not subgroups_connected(num_candidates, [positions for positions, _ in judged]):
             raise JudgeAnswerError(
                 f"{len(schedule) - len(judged)} of {len(schedule)} subgroups got no judgment and the rest do not "
@@ -186,6 +205,7 @@ class GQMJudge(JudgeFormat):
             "ranking_mismatch": self.ranking_mismatch,
             "max_candidates_per_call": self.max_candidates_per_call,
             "subgroup_coverage": self.subgroup_coverage,
+            "candidate_orders": self.candidate_orders,
         }
 
 

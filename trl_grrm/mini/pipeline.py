@@ -174,6 +174,11 @@ class MiniReproConfig:
     grpo_steps: int = field(default=100, metadata={"help": "GSPO steps of each policy run."})
     grpo_prompts_per_step: int = field(default=8, metadata={"help": "Prompts per GSPO step."})
     grpo_generations: int = field(default=16, metadata={"help": "Completions per prompt (the group the judge ranks)."})
+    grpo_judge_orders: int = field(
+        default=1,
+        metadata={"help": "Orders in which the GQM judge sees a GSPO group of at most 4 distinct completions, one call "
+                 "each, scores averaged (the reward's candidate_orders; groups of 16 are judged in subgroups)."},
+    )
     grpo_learning_rate: float = field(
         default=2e-5,
         metadata={"help": "GSPO learning rate (at 1e-4 this policy fell even with the oracle reward, for seed 1)."},
@@ -213,6 +218,8 @@ class MiniReproConfig:
     def __post_init__(self) -> None:
         if isinstance(self.grpo_kwargs, str):
             self.grpo_kwargs = json.loads(self.grpo_kwargs) if self.grpo_kwargs.strip() else None
+        if self.grpo_judge_orders < 1:
+            raise ValueError(f"grpo_judge_orders must be >= 1, got {self.grpo_judge_orders}")
         if not 0.0 <= self.policy_sft_agreement_noise <= 1.0:
             raise ValueError(f"policy_sft_agreement_noise must lie in 0-1, got {self.policy_sft_agreement_noise}")
         self.language_check = _LANGUAGE_CHECK_ALIASES.get(str(self.language_check).lower(), self.language_check)
@@ -295,6 +302,7 @@ _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
 _STAGE_FIELDS["grpo_sqm"] = _STAGE_FIELDS["grpo_gqm"]
 _STAGE_FIELDS["grpo_oracle"] = tuple(name for name in _STAGE_FIELDS["grpo_gqm"]
                                      if name not in ("judge_backend", "language_check"))
+_STAGE_FIELDS["grpo_gqm"] += ("grpo_judge_orders",)
 
 
 def stages_needed(stages: Sequence[str]) -> list[str]:
@@ -677,10 +685,12 @@ def run_judge_eval(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, A
     }
 
 
-def judge_reward(judge_model: str, style: str, backend: str, num_generations: int, language_check: str = "whole"):
+def judge_reward(
+    judge_model: str, style: str, backend: str, num_generations: int, language_check: str = "whole", **options: Any
+):
     """The GRPO reward for a trained miniature judge: :class:`~trl_grrm.rewards.GroupRelativeRewardFunction`, whose
     translation extractor is the language check (:data:`LANGUAGE_CHECKS`): what it rejects gets 0 without a judge
-    call."""
+    call. ``options`` are further fields of the reward (``candidate_orders=2``)."""
     from ..rewards import GroupRelativeRewardFunction
 
     if backend == "vllm":
@@ -691,7 +701,7 @@ def judge_reward(judge_model: str, style: str, backend: str, num_generations: in
         judge=dict(model=judge_model, backend=backend, max_tokens=200, max_parse_retries=1, **engine),
         judge_style=style, num_generations=num_generations, score_scale=0.1, invalid_completion_reward=0.0,
         unjudged_reward=None, extractor=LANGUAGE_CHECKS[language_check],
-        name=f"{style}_judge",
+        name=f"{style}_judge", **options,
     )  # fmt: skip
 
 
@@ -736,8 +746,9 @@ def run_grpo(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any], r
         reward_funcs: list[Any] = [oracle_reward]
     else:
         judge = inputs["judge_rlvr" if reward == "gqm" else "sqm_sft"]["model"]
+        orders = {"candidate_orders": config.grpo_judge_orders} if reward == "gqm" else {}
         reward_funcs = [judge_reward(judge, reward, config.judge_backend, config.grpo_generations,
-                                     config.language_check)]
+                                     config.language_check, **orders)]
     tokenizer = AutoTokenizer.from_pretrained(policy)
     curve = policy_curve_callback(tokenizer, heldout, config.eval_every)
     settings = dict(

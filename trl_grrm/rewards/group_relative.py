@@ -64,6 +64,7 @@ class GroupRelativeRewardConfig(JudgeOptions):
     num_generations_eval: int | None = field(default=None, metadata={"help": "Group size in evaluation, as GRPOConfig.num_generations_eval (None: num_generations)."})
     max_candidates_per_call: int | None = field(default=4, metadata={"help": "Most distinct candidates in one judge prompt (GRRM was trained on groups of 2-4). Larger groups are judged in overlapping subgroups and one score per candidate is fitted (Plackett-Luce) on the 0-10 scale. None: the whole group in one prompt (warned above 4)."})
     subgroup_coverage: int = field(default=2, metadata={"help": "Subgroups each candidate appears in when a group is split (>= 2; 2 keeps the group connected at ceil(2n/k) calls, 3 averages more judge noise for 50% more calls)."})
+    candidate_orders: int = field(default=1, metadata={"help": "Orders in which a group of at most max_candidates_per_call is shown to the judge, one call each (the given order, its reverse, then rotations); a candidate's score is its mean over the orders. 2 evens out a judge's preference for early or late slots, at twice the calls."})
     judge_on: Literal["all_processes", "main_process"] = field(default="all_processes", metadata={"help": "Spread groups over all processes' engines, or judge everything on rank 0."})
 
     # failure policy and logging
@@ -90,10 +91,14 @@ class GroupRelativeRewardConfig(JudgeOptions):
             )
         if self.subgroup_coverage < 2:
             raise ValueError(f"subgroup_coverage must be >= 2, got {self.subgroup_coverage}")
+        if self.candidate_orders < 1:
+            raise ValueError(f"candidate_orders must be >= 1, got {self.candidate_orders}")
+        if self.candidate_orders > 1 and self.judge_style == "sqm":
+            raise ValueError("candidate_orders applies to the GQM judge; an SQM prompt holds one candidate")
 
     def judge_format(self) -> GQMJudge | SQMJudge:
         """The judge format these fields describe: GQM (subgroups per ``max_candidates_per_call`` /
-        ``subgroup_coverage``), or SQM with ``judge_style="sqm"``."""
+        ``subgroup_coverage``, orders per ``candidate_orders``), or SQM with ``judge_style="sqm"``."""
         if self.judge_style == "sqm":
             return SQMJudge(language_names=self.language_names)
         return GQMJudge(
@@ -101,6 +106,7 @@ class GroupRelativeRewardConfig(JudgeOptions):
             language_names=self.language_names,
             max_candidates_per_call=self.max_candidates_per_call,
             subgroup_coverage=self.subgroup_coverage,
+            candidate_orders=self.candidate_orders,
         )
 
     @classmethod
@@ -273,7 +279,7 @@ class GroupRelativeRewardFunction(GroupJudgingReward):
     def _take_outcome(result: _GroupResult, task: JudgeTask) -> None:
         """Copy what the core found for one group into the result every process receives, with the audit records
         in this function's schema (the request, the scores by candidate letter)."""
-        split = len(task.requests) > 1  # a large group judged in subgroups (GQMJudge.schedule)
+        split = len(task.requests) > 1  # a large group judged in subgroups, or a small one in several orders
         for request in task.requests:
             for attempt in request.attempts:
                 record = {"attempt": attempt["attempt"], "request": request.messages}
@@ -297,7 +303,7 @@ class GroupRelativeRewardFunction(GroupJudgingReward):
         if task.scores is None:
             result.unjudged_reason = task.failure
             return
-        # One call: the judge's integer scores; subgroups: fitted scores on the same 0-10 scale.
+        # One call: the judge's integer scores; subgroups: fitted scores on the same 0-10 scale; orders: means.
         result.scores = list(task.scores)
         if any(isinstance(p, int) for p in task.parsed):  # SQM: no ranking line to check
             return
