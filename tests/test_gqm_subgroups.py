@@ -435,7 +435,8 @@ def test_reward_with_two_orders_is_the_mean_and_the_audit_names_each_order(tmp_p
     [record] = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [a["candidates"] for a in record["attempts"]] == [[0, 1, 2, 3], [3, 2, 1, 0]]
     for attempt in record["attempts"]:  # the scores each order gave, by letter
-        assert list(attempt["scores"].values()) == [(3, 5, 6, 4)[c] + 3 - s for s, c in enumerate(attempt["candidates"])]
+        shown = attempt["candidates"]
+        assert list(attempt["scores"].values()) == [(3, 5, 6, 4)[c] + 3 - slot for slot, c in enumerate(shown)]
 
 
 def test_reward_counts_an_order_that_never_parsed_and_scores_from_the_other():
