@@ -246,13 +246,14 @@ def test_subgroups_on_never_warns(caplog):
 # -- a real GRPOTrainer run --------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_grpo_with_eight_generations_judges_every_group_in_subgroups(tiny_model_dir, tmp_path):
+def grpo_against_the_test_server(model_dir, tmp_path, num_generations, **reward_options):
+    """Two GRPOTrainer steps of 8 completions (4 prompts) with the GQM reward judged by the local OpenAI-compatible
+    test server (which scores len % 11): the reward's audit records and the number of requests the server got."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     from trl_grrm.formats import build_mt_prompt
-    from trl_grrm.testing.judge_server import JudgeServer, length_score
+    from trl_grrm.testing.judge_server import JudgeServer
 
     sources = [f"Sentence number {i} is here." for i in range(4)]
     data = Dataset.from_dict({
@@ -261,18 +262,24 @@ def test_grpo_with_eight_generations_judges_every_group_in_subgroups(tiny_model_
     })  # fmt: skip
     audit = tmp_path / "audit.jsonl"
     args = GRPOConfig(
-        output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, num_generations=8, max_completion_length=8,
-        max_steps=2, logging_steps=1, learning_rate=0.05, use_cpu=True, report_to="none", save_strategy="no", seed=7,
-        temperature=1.5,
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, num_generations=num_generations,
+        max_completion_length=8, max_steps=2, logging_steps=1, learning_rate=0.05, use_cpu=True, report_to="none",
+        save_strategy="no", seed=7, temperature=1.5,
     )
     with JudgeServer() as server:
         judge = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=server.base_url,
-                                            extractor="full", audit_log_path=str(audit))
-        trainer = GRPOTrainer(model=tiny_model_dir, reward_funcs=[judge], args=args, train_dataset=data)
+                                            extractor="full", audit_log_path=str(audit), **reward_options)
+        trainer = GRPOTrainer(model=model_dir, reward_funcs=[judge], args=args, train_dataset=data)
         trainer.train()
         num_requests = len(server.requests)
+    return [json.loads(line) for line in audit.read_text().splitlines()], num_requests
 
-    records = [json.loads(line) for line in audit.read_text().splitlines()]
+
+@pytest.mark.slow
+def test_grpo_with_eight_generations_judges_every_group_in_subgroups(tiny_model_dir, tmp_path):
+    from trl_grrm.testing.judge_server import length_score
+
+    records, num_requests = grpo_against_the_test_server(tiny_model_dir, tmp_path, num_generations=8)
     assert len(records) == 2  # one group of 8 per step, 2 steps
     for record in records:
         distinct = len(record["candidates"])
@@ -293,31 +300,10 @@ def test_grpo_with_eight_generations_judges_every_group_in_subgroups(tiny_model_
 
 @pytest.mark.slow
 def test_grpo_with_two_orders_judges_every_group_twice_reversed(tiny_model_dir, tmp_path):
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl_grrm.testing.judge_server import length_score
 
-    from trl_grrm.formats import build_mt_prompt
-    from trl_grrm.testing.judge_server import JudgeServer, length_score
-
-    sources = [f"Sentence number {i} is here." for i in range(4)]
-    data = Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": build_mt_prompt(s, "en", "de")}] for s in sources],
-        "src_text": sources, "src_lang": ["en"] * 4, "trg_lang": ["de"] * 4,
-    })  # fmt: skip
-    audit = tmp_path / "audit.jsonl"
-    args = GRPOConfig(
-        output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
-        max_steps=2, logging_steps=1, learning_rate=0.05, use_cpu=True, report_to="none", save_strategy="no", seed=7,
-        temperature=1.5,
-    )
-    with JudgeServer() as server:
-        judge = GroupRelativeRewardFunction(judge_model="judge", backend="openai", base_url=server.base_url,
-                                            extractor="full", audit_log_path=str(audit), candidate_orders=2)
-        trainer = GRPOTrainer(model=tiny_model_dir, reward_funcs=[judge], args=args, train_dataset=data)
-        trainer.train()
-        num_requests = len(server.requests)
-
-    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    records, num_requests = grpo_against_the_test_server(tiny_model_dir, tmp_path, num_generations=4,
+                                                         candidate_orders=2)
     assert len(records) == 4  # two groups of 4 per step, 2 steps
     for record in records:
         distinct = len(record["candidates"])
