@@ -55,8 +55,8 @@ def main() -> None:
     samples = generate_translations(AutoModelForCausalLM.from_pretrained(args.policy),
                                     AutoTokenizer.from_pretrained(args.policy), sources, 0.7, args.samples, seed=3)
     rows = [(source, text or "") for source, texts in zip(sources, samples) for text in texts]
-    orders = {"candidate_orders": args.candidate_orders} if args.style == "gqm" else {}
-    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check="whole", **orders)
+    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check="whole",
+                          candidate_orders=args.candidate_orders)  # more than 1 with sqm: the config names the error
     completions = [[{"role": "assistant", "content": text}] for _, text in rows]
     oracle_rewards = oracle_reward(completions, [source for source, _ in rows])
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .base import (
@@ -23,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 # Answers shorter than this cannot hold an analysis, a ranking and scores, so such prompts count as too long.
 MIN_ANSWER_TOKENS = 16
+# How long an orphaned vLLM process gets to end after SIGTERM before it is killed.
+ORPHAN_GRACE_S = 5.0
+# Linux prctl options: the orphans of a "child subreaper"'s descendants are re-parented to it instead of to init.
+_PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
 
 
 def _prompt_key(messages: Messages) -> str:
@@ -51,6 +58,76 @@ def _fail_pending_outputs_when_engine_core_exits(llm: Any) -> None:
             outputs_queue.put_nowait(EngineDeadError())
 
     client.shutdown = shutdown_and_wake_the_waiting_call
+
+
+def _set_child_subreaper(on: bool) -> bool | None:
+    """Set whether this process adopts the orphans below it; returns the previous setting, or ``None`` where the
+    platform has no child subreaper (anything but Linux)."""
+    prctl = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform.startswith("linux") else None
+    if prctl is None:
+        return None
+    previous = ctypes.c_int(0)
+    prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0)
+    prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+    return bool(previous.value)
+
+
+@contextlib.contextmanager
+def _orphaned_vllm_processes_stopped(always: bool) -> Iterator[None]:
+    """Stop the vLLM processes orphaned while the block runs: when it ends (``always``) or only when it raises.
+
+    vLLM's shutdown SIGKILLs the engine core 5 s in. A worker process that the engine core was still starting (a
+    SIGTERM or Ctrl-C while the engine starts) watches for its parent's exit only once started, so it ran on,
+    orphaned, for up to 30 s after its engine's process had ended (vLLM 0.31, two loaded CPUs). Within the block this
+    process adopts such orphans (Linux's child subreaper; elsewhere nothing is adopted); the adopted ones named
+    ``VLLM::...``, with their own children, get SIGTERM and, :data:`ORPHAN_GRACE_S` later, SIGKILL. Processes that
+    were this process's children before the block (other engines) are left alone.
+    """
+    import psutil
+
+    this_process = psutil.Process()
+    children_before = set(this_process.children())
+    was_subreaper = _set_child_subreaper(True)
+    raised = True
+    try:
+        yield
+        raised = False
+    finally:
+        try:
+            if raised or always:
+                adopted = set(this_process.children()) - children_before
+                _stop_processes([process for child in adopted for process in _vllm_process_tree(child)])
+        finally:
+            if was_subreaper is False:
+                _set_child_subreaper(False)
+
+
+def _vllm_process_tree(process: Any) -> list:
+    """``process`` and its descendants if it is one of vLLM's processes (vLLM titles them ``VLLM::...``), else []."""
+    import psutil
+
+    try:
+        return [process, *process.children(recursive=True)] if process.name().startswith("VLLM::") else []
+    except psutil.Error:  # it ended meanwhile
+        return []
+
+
+def _stop_processes(processes: list) -> None:
+    """SIGTERM ``processes``, SIGKILL those left after :data:`ORPHAN_GRACE_S`, and reap them."""
+    import psutil
+
+    if not processes:
+        return
+    logger.warning("Stopping %d vLLM process(es) left behind by their engine: %s", len(processes),
+                   ", ".join(f"{process.pid}" for process in processes))  # fmt: skip
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=ORPHAN_GRACE_S)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=ORPHAN_GRACE_S)
 
 
 class VLLMEngine(JudgeEngine):
@@ -110,7 +187,8 @@ class VLLMEngine(JudgeEngine):
         from vllm import LLM
 
         logger.info("Starting in-process vLLM judge engine for %s", self.model)
-        self._llm = LLM(**self._llm_kwargs)
+        with _orphaned_vllm_processes_stopped(always=False):
+            self._llm = LLM(**self._llm_kwargs)
         _fail_pending_outputs_when_engine_core_exits(self._llm)
         self._tokenizer = self._llm.get_tokenizer()
         self._counted = {}
@@ -294,4 +372,5 @@ class VLLMEngine(JudgeEngine):
         # generate call (Ctrl-C, SIGTERM) keeps it alive, and its processes then outlive this one.
         engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if hasattr(engine_core, "shutdown"):
-            engine_core.shutdown()
+            with _orphaned_vllm_processes_stopped(always=True):
+                engine_core.shutdown()
