@@ -1,13 +1,15 @@
 """Shared fixtures and helpers for the tests: one recipe loader, one subprocess runner, one judge-server fixture and
 one free-port helper. Test modules import the helpers with ``from conftest import ...``."""
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -30,7 +32,8 @@ from trl_grrm.testing.ports import free_port, port_clash_in, retry_with_fresh_po
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "dead_url", "free_port", "load_module", "load_recipe", "run_command", "run_with_fresh_port"]
+__all__ = ["REPO", "dead_url", "free_port", "load_module", "load_recipe", "process_name", "run_command",
+           "run_with_fresh_port", "sigterm_once_running"]
 
 
 def load_module(path: str | Path, module_name: str) -> ModuleType:
@@ -73,6 +76,48 @@ def _stop_tree(child: subprocess.Popen) -> None:
         os.killpg(child.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def process_name(process) -> str:
+    """A psutil process's name, or "" once it has ended."""
+    import psutil
+
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+@contextlib.contextmanager
+def sigterm_once_running(command: Sequence[str], log: Path, running: str, after_s: float) -> Iterator[list]:
+    """Start ``command`` in a session of its own (output to ``log``), and ``after_s`` after a descendant named
+    ``running`` appears (600 s at most) send it alone SIGTERM, as ``kill``, ``timeout`` or a job scheduler do; assert
+    that it exits with 128 + SIGTERM. Yields its descendants as they were at the SIGTERM; whatever is left of its
+    process group, orphans included, is killed when the block ends."""
+    import psutil
+
+    with open(log, "w") as out:
+        command_process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def descendants() -> list:
+        try:
+            return psutil.Process(command_process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    try:
+        deadline = time.time() + 600
+        while running not in {process_name(process) for process in descendants()}:
+            assert command_process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        time.sleep(after_s)
+        at_sigterm = descendants()
+        command_process.send_signal(signal.SIGTERM)
+        assert command_process.wait(timeout=120) == 128 + signal.SIGTERM
+        yield at_sigterm
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(command_process.pid, signal.SIGKILL)
 
 
 def run_command(

@@ -376,15 +376,21 @@ def test_orders_follow_the_shown_order_and_map_scores_back_to_their_candidates()
     assert task.scores == pytest.approx([3 + 1.5, 7 + 1.5, 1 + 1.5, 5 + 1.5])
 
 
-def test_an_order_that_never_parses_is_left_out_of_the_mean():
-    candidates = LOW[:3]
+def slot_biased_judge_failing_on(reversed_candidates: list[str]):
+    """:func:`slot_biased_judge`, but no scores when shown ``reversed_candidates`` in reverse."""
 
-    def reversed_order_fails(prompt, attempt, sampling):
-        if parse_gqm_prompt(prompt).candidates == candidates[::-1]:
+    def judge(prompt: str, attempt: int, sampling) -> str:
+        if parse_gqm_prompt(prompt).candidates == reversed_candidates[::-1]:
             return "I cannot decide."
         return slot_biased_judge(prompt, attempt, sampling)
 
-    task = judge_group(GQMJudge(candidate_orders=2), ScriptedEngine(reversed_order_fails), candidates, retries=1)
+    return judge
+
+
+def test_an_order_that_never_parses_is_left_out_of_the_mean():
+    candidates = LOW[:3]
+    task = judge_group(GQMJudge(candidate_orders=2), ScriptedEngine(slot_biased_judge_failing_on(candidates)),
+                       candidates, retries=1)  # fmt: skip
     assert task.failure is None and task.scores == [3 + 3, 7 + 2, 1 + 1]  # the stored order's answer alone
     assert [r.failure for r in task.requests] == [None, "parse_failed"]
     failed = judge_group(GQMJudge(candidate_orders=2), ScriptedEngine(lambda p, a, s: "no scores"), candidates)
@@ -426,12 +432,7 @@ def test_reward_with_two_orders_is_the_mean_and_the_audit_names_each_order(tmp_p
 
 
 def test_reward_counts_an_order_that_never_parsed_and_scores_from_the_other():
-    def reversed_order_fails(prompt, attempt, sampling):
-        if parse_gqm_prompt(prompt).candidates == LOW[::-1]:
-            return "I cannot decide."
-        return slot_biased_judge(prompt, attempt, sampling)
-
-    reward = make_reward(ScriptedEngine(reversed_order_fails), num_generations=4, candidate_orders=2,
+    reward = make_reward(ScriptedEngine(slot_biased_judge_failing_on(LOW)), num_generations=4, candidate_orders=2,
                          max_parse_retries=0)  # fmt: skip
     rewards, metrics = reward_call(reward, LOW)
     assert rewards == pytest.approx([0.1 * (q + 3 - slot) for slot, q in enumerate((3, 7, 1, 5))])

