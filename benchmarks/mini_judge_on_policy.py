@@ -31,8 +31,8 @@ def main() -> None:
 
     from trl_grrm.mini.assets import materialize_assets
     from trl_grrm.mini.pipeline import (
-        SOURCE_LANGUAGE, TARGET_LANGUAGE, generate_translations, judge_reward, mt_messages, oracle_reward,
-        sample_sources,
+        LANGUAGE_CHECKS, SOURCE_LANGUAGE, TARGET_LANGUAGE, generate_translations, judge_reward, mt_messages,
+        oracle_reward, sample_sources,
     )  # fmt: skip
     from trl_grrm.mini.task import berun_text
     from trl_grrm.ranking import pairwise_relations
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=777, help="seed of the sources (unseen by the pipeline's stages)")
     parser.add_argument("--candidate_orders", type=int, default=1,
                         help="orders each group of at most 4 is shown in (the reward's candidate_orders)")
+    parser.add_argument("--language_check", default="whole", choices=sorted(LANGUAGE_CHECKS),
+                        help="the judge reward's language check (reproduce-mini --language_check; the weaker start's "
+                        "preset uses filter)")
     args = parser.parse_args()
     if args.policy is None or args.judge is None:
         shipped = materialize_assets()  # the demo's cache
@@ -55,7 +58,7 @@ def main() -> None:
     samples = generate_translations(AutoModelForCausalLM.from_pretrained(args.policy),
                                     AutoTokenizer.from_pretrained(args.policy), sources, 0.7, args.samples, seed=3)
     rows = [(source, text or "") for source, texts in zip(sources, samples) for text in texts]
-    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check="whole",
+    reward = judge_reward(args.judge, args.style, "vllm", args.samples, language_check=args.language_check,
                           candidate_orders=args.candidate_orders)  # more than 1 with sqm: the config names the error
     completions = [[{"role": "assistant", "content": text}] for _, text in rows]
     oracle_rewards = oracle_reward(completions, [source for source, _ in rows])
@@ -98,6 +101,7 @@ def main() -> None:
     count = max(len(differences), 1)
     print(json.dumps({
         "judge": args.judge, "style": args.style, "candidate_orders": args.candidate_orders,
+        "language_check": args.language_check,
         "distinct_candidates": len(differences),
         "pairwise_accuracy": round(agree / max(separated, 1), 3), "separated_pairs": separated,
         "mean_judged_minus_oracle": round(sum(differences) / count, 2),

@@ -96,7 +96,7 @@ def test_grpo_kwargs_reach_the_gspo_config_and_its_cache_key(tmp_path, monkeypat
     assert pipeline._stage_key(config, "judge_eval") == pipeline._stage_key(plain, "judge_eval")
 
 
-def test_grpo_judge_orders_reach_the_gqm_reward_and_only_its_cache_key(tmp_path, monkeypatch):
+def test_grpo_judge_orders_and_coverage_reach_the_gqm_reward_and_only_its_cache_key(tmp_path, monkeypatch):
     import trl_grrm.trainers as trainers
 
     class Stop(Exception):
@@ -109,19 +109,22 @@ def test_grpo_judge_orders_reach_the_gqm_reward_and_only_its_cache_key(tmp_path,
     monkeypatch.setattr(trainers, "GSPOConfig", config_stop)
     monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
     monkeypatch.setattr(pipeline, "judge_reward", lambda judge, style, *args, **options: asked.update({style: options}))
-    config = MiniReproConfig(output_dir=str(tmp_path), grpo_judge_orders=2)
+    config = MiniReproConfig(output_dir=str(tmp_path), grpo_judge_orders=2, grpo_subgroup_coverage=4)
     inputs = {"policy_sft": {"model": str(tmp_path)}, "heldout_sources": sample_sources(3, 0),
               "judge_rlvr": {"model": "gqm-judge"}, "sqm_sft": {"model": "sqm-judge"}}  # fmt: skip
     for reward in ("gqm", "sqm"):
         with pytest.raises(Stop):
             pipeline.run_grpo(config, tmp_path, inputs, reward)
-    assert asked == {"gqm": {"candidate_orders": 2}, "sqm": {}}
+    assert asked == {"gqm": {"candidate_orders": 2, "subgroup_coverage": 4}, "sqm": {}}
     plain = MiniReproConfig(output_dir=str(tmp_path))
-    assert pipeline._stage_key(config, "grpo_gqm") != pipeline._stage_key(plain, "grpo_gqm")
-    for stage in ("grpo_sqm", "grpo_oracle", "judge_eval"):
-        assert pipeline._stage_key(config, stage) == pipeline._stage_key(plain, stage)
+    for changed in (config, MiniReproConfig(output_dir=str(tmp_path), grpo_subgroup_coverage=3)):
+        assert pipeline._stage_key(changed, "grpo_gqm") != pipeline._stage_key(plain, "grpo_gqm")
+        for stage in ("grpo_sqm", "grpo_oracle", "judge_eval"):
+            assert pipeline._stage_key(changed, stage) == pipeline._stage_key(plain, stage)
     with pytest.raises(ValueError, match="grpo_judge_orders"):
         MiniReproConfig(grpo_judge_orders=0)
+    with pytest.raises(ValueError, match="grpo_subgroup_coverage"):
+        MiniReproConfig(grpo_subgroup_coverage=1)
 
 
 def test_judge_rewards_check_the_language_before_asking_the_judge():
@@ -132,6 +135,7 @@ def test_judge_rewards_check_the_language_before_asking_the_judge():
     assert checked._extract("talu velomi qq") is None
     assert pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="off")._extract("talu qq") == "talu qq"
     assert pipeline.judge_reward("judge", "gqm", "vllm", 4, candidate_orders=2)._judge.candidate_orders == 2
+    assert len(pipeline.judge_reward("judge", "gqm", "vllm", 16, subgroup_coverage=4)._judge.schedule(16)) == 16
     lenient = pipeline.judge_reward("judge", "gqm", "vllm", 4, language_check="filter")
     assert lenient._extract("talu qq velomi") == "talu velomi" and lenient._extract("qq") is None
     assert lenient._extract("zeli\nzeli gara") == "zeli zeli gara"

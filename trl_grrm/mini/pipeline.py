@@ -177,7 +177,14 @@ class MiniReproConfig:
     grpo_judge_orders: int = field(
         default=1,
         metadata={"help": "Orders in which the GQM judge sees a GSPO group of at most 4 distinct completions, one call "
-                 "each, scores averaged (the reward's candidate_orders; groups of 16 are judged in subgroups)."},
+                 "each, scores averaged (the reward's candidate_orders; larger groups are judged in subgroups, see "
+                 "grpo_subgroup_coverage)."},
+    )
+    grpo_subgroup_coverage: int = field(
+        default=2,
+        metadata={"help": "Subgroups of 4 in which the GQM judge sees each completion of a GSPO group of more than 4 "
+                 "distinct completions (the reward's subgroup_coverage): 2 is 8 judge calls for 16 distinct "
+                 "completions, 4 is 16, as many as the SQM judge's one call per completion."},
     )
     grpo_learning_rate: float = field(
         default=2e-5,
@@ -220,6 +227,8 @@ class MiniReproConfig:
             self.grpo_kwargs = json.loads(self.grpo_kwargs) if self.grpo_kwargs.strip() else None
         if self.grpo_judge_orders < 1:
             raise ValueError(f"grpo_judge_orders must be >= 1, got {self.grpo_judge_orders}")
+        if self.grpo_subgroup_coverage < 2:
+            raise ValueError(f"grpo_subgroup_coverage must be >= 2, got {self.grpo_subgroup_coverage}")
         if not 0.0 <= self.policy_sft_agreement_noise <= 1.0:
             raise ValueError(f"policy_sft_agreement_noise must lie in 0-1, got {self.policy_sft_agreement_noise}")
         self.language_check = _LANGUAGE_CHECK_ALIASES.get(str(self.language_check).lower(), self.language_check)
@@ -302,7 +311,7 @@ _STAGE_FIELDS: dict[str, tuple[str, ...]] = {
 _STAGE_FIELDS["grpo_sqm"] = _STAGE_FIELDS["grpo_gqm"]
 _STAGE_FIELDS["grpo_oracle"] = tuple(name for name in _STAGE_FIELDS["grpo_gqm"]
                                      if name not in ("judge_backend", "language_check"))
-_STAGE_FIELDS["grpo_gqm"] += ("grpo_judge_orders",)
+_STAGE_FIELDS["grpo_gqm"] += ("grpo_judge_orders", "grpo_subgroup_coverage")
 
 
 def stages_needed(stages: Sequence[str]) -> list[str]:
@@ -746,9 +755,9 @@ def run_grpo(config: MiniReproConfig, stage_dir: Path, inputs: dict[str, Any], r
         reward_funcs: list[Any] = [oracle_reward]
     else:
         judge = inputs["judge_rlvr" if reward == "gqm" else "sqm_sft"]["model"]
-        orders = {"candidate_orders": config.grpo_judge_orders} if reward == "gqm" else {}
+        gqm_options = dict(candidate_orders=config.grpo_judge_orders, subgroup_coverage=config.grpo_subgroup_coverage)
         reward_funcs = [judge_reward(judge, reward, config.judge_backend, config.grpo_generations,
-                                     config.language_check, **orders)]
+                                     config.language_check, **(gqm_options if reward == "gqm" else {}))]
     tokenizer = AutoTokenizer.from_pretrained(policy)
     curve = policy_curve_callback(tokenizer, heldout, config.eval_every)
     settings = dict(
